@@ -1,0 +1,192 @@
+"""InterleavedDataset: packed training samples of text with speech spans, a megatron-core MegatronDataset.
+
+Built through ``BlendedMegatronDatasetBuilder`` (see ``blend.build_datasets``) so blends, splits and the
+rank-0-builds-then-everyone-loads index cache work as for GPTDataset. A sample is a dict:
+
+  tokens, labels [s] int64   labels[t] = tokens[t + 1] (the stream is ``seq_length + 1`` long)
+  loss_mask [s] float32      1 where the target is text, 0 where it is a placeholder, an audio marker or pad
+  position_ids [s] int64
+  audio  list of int16 arrays, one per encoder window, in the order their placeholders appear
+  num_padding int            padded positions at the end of the sample
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from megatron.core.datasets.blended_megatron_dataset_config import BlendedMegatronDatasetConfig
+from megatron.core.datasets.megatron_dataset import MegatronDataset
+from megatron.core.datasets.utils import Split
+
+from megatron_inserter.data.indexed.low_level import InterleavedLowLevelDataset
+from megatron_inserter.data.indexed.sample_index import build_indices
+from megatron_inserter.models.frames import FrameSpec
+
+logger = logging.getLogger(__name__)
+INDEX_VERSION = "interleaved-1"
+
+
+@dataclass
+class InterleavedDatasetConfig(BlendedMegatronDatasetConfig):
+    """megatron-core's dataset config plus the frame layout. ``tokenizer`` is a
+    ``megatron_inserter.data.tokenizers.Tokenizer``; ``blend``/``split`` as for GPT datasets."""
+
+    frame_spec: FrameSpec = field(default_factory=FrameSpec)
+    drop_last_partial_validation_sequence: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.mock:
+            raise ValueError("no data given: set blend (--data-path) or blend_per_split")
+        if self.tokenizer is None:
+            raise ValueError("InterleavedDatasetConfig needs a tokenizer")
+        if self.fast_cache_load or self.defer_npy_index_mmap:
+            raise ValueError("fast_cache_load / defer_npy_index_mmap are not supported by InterleavedDataset")
+
+    @property
+    def frame_spec_key(self) -> dict:
+        return asdict(self.frame_spec)
+
+    @property
+    def index_version(self) -> str:
+        return INDEX_VERSION
+
+
+class InterleavedDataset(MegatronDataset):
+    def __init__(self, dataset: InterleavedLowLevelDataset, dataset_path: str | None, indices: np.ndarray,
+                 num_samples: int | None, index_split: Split, config: InterleavedDatasetConfig) -> None:
+        super().__init__(dataset, dataset_path, indices, num_samples, index_split, config)
+        # A rebuilt dataset at the same path must not reuse stale sample caches.
+        self.unique_identifiers["dataset_fingerprint"] = dataset.fingerprint()
+        import hashlib
+        import json
+
+        self.unique_description = json.dumps(self.unique_identifiers, indent=4,
+                                             default=lambda obj: obj.unique_identifiers)
+        self.unique_description_hash = hashlib.md5(self.unique_description.encode("utf-8"),
+                                                   usedforsecurity=False).hexdigest()
+        self.spec = config.frame_spec
+        self.doc_len, span_ptr, span_p, span_q = dataset.document_layout(self.spec)
+        self._layout = (span_ptr, span_p, span_q)
+        self.document_index, self.sample_index, self.shuffle_index = self._build_or_load_indices()
+        del self._layout
+
+    # --- megatron-core hooks -------------------------------------------------------------------------
+    @staticmethod
+    def numel_low_level_dataset(low_level_dataset: InterleavedLowLevelDataset) -> int:
+        return low_level_dataset.num_documents  # splits are by document
+
+    @staticmethod
+    def build_low_level_dataset(dataset_path: str, config: InterleavedDatasetConfig) -> InterleavedLowLevelDataset:
+        return InterleavedLowLevelDataset(dataset_path, config.tokenizer, mmap=config.mmap_bin_files)
+
+    @staticmethod
+    def _key_config_attributes() -> list[str]:
+        return MegatronDataset._key_config_attributes() + ["frame_spec_key", "index_version",
+                                                            "drop_last_partial_validation_sequence"]
+
+    # --- indices -----------------------------------------------------------------------------------
+    def _usable_documents(self) -> np.ndarray:
+        """The split's documents minus those holding a span longer than a sample (counted, logged)."""
+        docs = np.asarray(self.indices, dtype=np.int64)
+        span_ptr, span_p, span_q = self._layout
+        too_long = (span_q - span_p + 1) > self.config.sequence_length
+        if too_long.any():
+            owner = np.searchsorted(span_ptr, np.flatnonzero(too_long), side="right") - 1
+            bad = np.isin(docs, owner)
+            self.num_dropped_documents = int(bad.sum())
+            if self.num_dropped_documents:
+                logger.warning("%s (%s): %d documents hold a speech span longer than the sequence length (%d) and "
+                               "are left out", self.dataset_path, self.index_split.name,
+                               self.num_dropped_documents, self.config.sequence_length)
+            docs = docs[~bad]
+        else:
+            self.num_dropped_documents = 0
+        return docs
+
+    def _build_or_load_indices(self):
+        cache = self.config.path_to_cache or os.path.join(
+            os.path.dirname(os.path.abspath(self.dataset.path_prefix)), "cache", f"{type(self).__name__}_indices")
+        base = os.path.join(cache, f"{self.unique_description_hash}-{type(self).__name__}-{self.index_split.name}")
+        paths = {k: f"{base}-{k}.npy" for k in ("document_index", "sample_index", "shuffle_index")}
+        description = f"{base}-description.txt"
+        hit = os.path.isfile(description) and all(map(os.path.isfile, paths.values()))
+        rank0 = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+        if not hit and rank0:
+            t0 = time.time()
+            drop_last = True
+            if self.index_split == Split.valid:
+                drop_last = self.config.drop_last_partial_validation_sequence
+            arrays = build_indices(self._usable_documents(), self.doc_len, *self._layout,
+                                   self.config.sequence_length, self.num_samples, self.config.random_seed, drop_last)
+            os.makedirs(cache, exist_ok=True)
+            for key, arr in zip(paths, arrays):
+                _save_npy(paths[key], arr)
+            _write_text(description, self.unique_description)  # last: the marker of a complete cache
+            logger.info("built %s %s indices: %d samples in %.2fs", type(self).__name__, self.index_split.name,
+                        len(arrays[1]) - 1, time.time() - t0)
+            return arrays
+        if not hit:
+            raise FileNotFoundError(f"sample index cache {base}-* is missing on this rank: path_to_cache must be "
+                                    f"a directory every rank can read")
+        return tuple(np.load(paths[k], mmap_mode="r") for k in paths)
+
+    # --- samples -----------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.shuffle_index.shape[0])
+
+    def __getitem__(self, idx: int) -> dict:
+        j = int(self.shuffle_index[idx])
+        k0, o0 = (int(v) for v in self.sample_index[j])
+        k1, o1 = (int(v) for v in self.sample_index[j + 1])
+        tokens, text_mask, clips = [], [], []
+        for k in range(k0, k1 + 1):
+            doc = int(self.document_index[k])
+            start = o0 if k == k0 else 0
+            stop = o1 + 1 if k == k1 else int(self.doc_len[doc])
+            t, m, c = self.dataset.read_expanded(doc, start, stop, self.spec)
+            tokens += t
+            text_mask += m
+            clips += c
+        seq = self.config.sequence_length
+        x = np.concatenate(tokens) if tokens else np.zeros(0, dtype=np.int64)
+        is_text = np.concatenate(text_mask) if text_mask else np.zeros(0, dtype=bool)
+        num_padding = seq + 1 - len(x)
+        if num_padding < 0:
+            raise RuntimeError(f"sample {idx} of {self.dataset_path!r} is {len(x)} tokens long (> {seq + 1})")
+        if num_padding:
+            x = np.concatenate([x, np.full(num_padding, self.dataset.pad_id, dtype=np.int64)])
+            is_text = np.concatenate([is_text, np.zeros(num_padding, dtype=bool)])
+        x = torch.from_numpy(x)
+        tokens = x[:-1].clone()
+        if num_padding:
+            # The sample's last real token is only a target (the next sample starts with it); as an input
+            # it would be an <|audio_bos|> with no span after it, so that position is padding too.
+            tokens[seq - num_padding] = self.dataset.pad_id
+        return {
+            "tokens": tokens,
+            "labels": x[1:].contiguous(),
+            "loss_mask": torch.from_numpy(is_text[1:].astype(np.float32)),
+            "position_ids": torch.arange(seq, dtype=torch.int64),
+            "audio": clips,
+            "num_padding": num_padding,
+        }
+
+
+def _save_npy(path: str, arr: np.ndarray) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        np.save(f, arr, allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def _write_text(path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)

@@ -1,0 +1,288 @@
+"""Shards or jsonl -> megatron-core indexed datasets, in parallel partitions merged with ``add_index``.
+
+    stats = preprocess(PreprocessConfig(inputs=["shards/"], output_prefix="data/train",
+                                        tokenizer_type="sentencepiece", tokenizer_model="tok.model", workers=4))
+
+Each partition (a contiguous run of input) is written by one process into ``PREFIX.tmp/part-NNNNN*``
+and marked done; a re-run with the same inputs and tokenizer reuses finished partitions. The merge
+writes temporary files, then renames them into place: every ``.bin`` and sidecar first, the ``.idx``
+files last (the main one very last), so a reader never takes a partial output as complete.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+from megatron_inserter.data.indexed.metadata import DatasetMetadata, TokenizerInfo, meta_path, write_metadata
+from megatron_inserter.data.indexed.sources import InputRange, expand_inputs, plan_partitions, read_jsonl, read_shard
+from megatron_inserter.data.indexed.writer import InterleavedWriter, dataset_files, output_prefixes
+from megatron_inserter.data.tokenizers import build_tokenizer
+from megatron_inserter.models.frames import SAMPLE_RATE
+
+_PROGRESS_EVERY = 200  # documents between progress reports from a worker
+
+
+@dataclass
+class PreprocessConfig:
+    inputs: list[str]
+    output_prefix: str
+    tokenizer_type: str
+    tokenizer_model: str
+    workers: int = 1
+    partitions: int | None = None  # default: one per worker
+    json_key: str = "text"
+    keep_temp: bool = False
+    progress: bool = True
+
+
+@dataclass
+class PartitionTask:
+    index: int
+    ranges: list[InputRange]
+    kind: str
+    prefix: str
+    tokenizer_type: str
+    tokenizer_model: str
+    json_key: str
+    with_audio: bool
+
+
+_progress_queue = None
+
+
+def _init_worker(queue) -> None:
+    global _progress_queue
+    _progress_queue = queue
+
+
+def run_partition(task: PartitionTask) -> dict:
+    """Write one partition; returns its stats (also saved as ``part-NNNNN.done.json``)."""
+    tokenizer = build_tokenizer(task.tokenizer_type, task.tokenizer_model)
+    writer = InterleavedWriter(task.prefix, tokenizer, task.with_audio)
+    input_skips = Counter()
+    since_report = 0
+    for r in task.ranges:
+        docs = read_shard(r.path, input_skips) if task.kind == "shards" else read_jsonl(r, task.json_key, input_skips)
+        for doc in docs:
+            writer.add(doc)
+            since_report += 1
+            if since_report >= _PROGRESS_EVERY:
+                _report(since_report, 0)
+                since_report = 0
+        _report(since_report, 1)
+        since_report = 0
+    writer.finalize()
+    writer.skipped.update(input_skips)
+    stats = writer.summary()
+    _write_json(task.prefix + ".done.json", stats)
+    return stats
+
+
+def _report(docs: int, ranges: int) -> None:
+    if _progress_queue is not None and (docs or ranges):
+        _progress_queue.put((docs, ranges))
+
+
+def preprocess(cfg: PreprocessConfig) -> dict:
+    t0 = time.time()
+    kind, files = expand_inputs(cfg.inputs)
+    tokenizer = build_tokenizer(cfg.tokenizer_type, cfg.tokenizer_model)  # fail fast on a bad tokenizer
+    with_audio = kind == "shards"
+    plan = plan_partitions(files, cfg.partitions or max(cfg.workers, 1))
+    out_dir = os.path.dirname(os.path.abspath(cfg.output_prefix))
+    os.makedirs(out_dir, exist_ok=True)
+    tmp_dir = cfg.output_prefix + ".tmp"
+    fingerprint = {
+        "files": [(f, os.path.getsize(f), int(os.path.getmtime(f))) for f in files],
+        "plan": [[asdict(r) for r in p] for p in plan], "tokenizer": asdict(TokenizerInfo.of(tokenizer)),
+        "json_key": cfg.json_key, "kind": kind,
+    }
+    _prepare_tmp_dir(tmp_dir, fingerprint)
+    tasks = [PartitionTask(i, p, kind, os.path.join(tmp_dir, f"part-{i:05d}"), cfg.tokenizer_type,
+                           cfg.tokenizer_model, cfg.json_key, with_audio) for i, p in enumerate(plan)]
+    part_stats = _run_partitions(tasks, cfg)
+
+    merged = os.path.join(tmp_dir, "merged")
+    writer = InterleavedWriter(merged, tokenizer, with_audio)
+    for task in tasks:
+        writer.add_partition(task.prefix)
+    writer.finalize()
+
+    totals = _sum_stats(part_stats)
+    stats = {
+        "output_prefix": cfg.output_prefix, "kind": kind, "inputs": len(files), "partitions": len(tasks),
+        "workers": cfg.workers, **totals, "seconds": round(time.time() - t0, 3),
+    }
+    stats["tokens_per_second"] = stats.get("tokens", 0) / max(stats["seconds"], 1e-9)
+    stats["audio_x_real_time"] = stats.get("speech_samples", 0) / SAMPLE_RATE / max(stats["seconds"], 1e-9)
+    _publish(merged, cfg.output_prefix, tokenizer, with_audio, stats)
+    if not cfg.keep_temp:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return stats
+
+
+def write_dataset(prefix: str, documents, tokenizer, with_audio: bool = True) -> dict:
+    """Write in-memory ``sources.Document``s as one output (same files as ``preprocess``), in one process."""
+    tmp_dir = prefix + ".tmp"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    os.makedirs(tmp_dir)
+    merged = os.path.join(tmp_dir, "merged")
+    writer = InterleavedWriter(merged, tokenizer, with_audio)
+    for doc in documents:
+        writer.add(doc)
+    writer.finalize()
+    stats = _sum_stats([writer.summary()])
+    _publish(merged, prefix, tokenizer, with_audio, stats)
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    return stats
+
+
+def _prepare_tmp_dir(tmp_dir: str, fingerprint: dict) -> None:
+    """Keep finished partitions of an interrupted run with the same inputs; start afresh otherwise."""
+    path = os.path.join(tmp_dir, "fingerprint.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            same = json.load(f) == json.loads(json.dumps(fingerprint))
+    except (OSError, json.JSONDecodeError):
+        same = False
+    if not same:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        os.makedirs(tmp_dir)
+        _write_json(path, fingerprint)
+
+
+def _run_partitions(tasks: list[PartitionTask], cfg: PreprocessConfig) -> list[dict]:
+    results: dict[int, dict] = {}
+    todo = []
+    for t in tasks:
+        done = t.prefix + ".done.json"
+        if os.path.exists(done):
+            with open(done, encoding="utf-8") as f:
+                results[t.index] = json.load(f)
+        else:
+            todo.append(t)
+    bar = _progress_bar(cfg, sum(len(t.ranges) for t in tasks), sum(len(tasks[i].ranges) for i in results))
+    if cfg.workers <= 1 or len(todo) <= 1:
+        queue = _InlineQueue(bar)
+        _init_worker(queue)
+        try:
+            for t in todo:
+                results[t.index] = run_partition(t)
+        finally:
+            _init_worker(None)
+    else:
+        # fork: workers start at once with the modules already imported (spawn re-imports torch and
+        # megatron-core, seconds per worker); nothing here holds threads or locks across the fork.
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        queue = ctx.Queue()
+        with ProcessPoolExecutor(min(cfg.workers, len(todo)), mp_context=ctx, initializer=_init_worker,
+                                 initargs=(queue,)) as pool:
+            futures = {pool.submit(run_partition, t): t.index for t in todo}
+            pending = set(futures)
+            while pending:
+                _drain(queue, bar)
+                finished = [f for f in pending if f.done()]
+                for f in finished:
+                    results[futures[f]] = f.result()
+                    pending.discard(f)
+                if pending:
+                    time.sleep(0.2)
+            _drain(queue, bar)
+    if bar is not None:
+        bar.close()
+    return [results[t.index] for t in tasks]
+
+
+class _InlineQueue:
+    def __init__(self, bar):
+        self.bar = bar
+
+    def put(self, item) -> None:
+        _advance(self.bar, item)
+
+
+def _drain(queue, bar) -> None:
+    import queue as queue_mod
+
+    while True:
+        try:
+            _advance(bar, queue.get_nowait())
+        except queue_mod.Empty:
+            return
+
+
+def _advance(bar, item) -> None:
+    docs, ranges = item
+    if bar is not None:
+        bar.docs += docs
+        bar.set_postfix(docs=bar.docs, refresh=False)
+        bar.update(ranges)
+
+
+def _progress_bar(cfg: PreprocessConfig, total: int, initial: int):
+    if not cfg.progress:
+        return None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, initial=initial, unit="input", desc="preprocess", file=sys.stderr, dynamic_ncols=True)
+    bar.docs = 0
+    return bar
+
+
+def _sum_stats(parts: list[dict]) -> dict:
+    total: Counter = Counter()
+    skipped: Counter = Counter()
+    for p in parts:
+        skipped.update(p.get("skipped", {}))
+        total.update({k: v for k, v in p.items() if isinstance(v, (int, float)) and k != "speech_hours"})
+    out = dict(total)
+    out["speech_hours"] = out.get("speech_samples", 0) / SAMPLE_RATE / 3600.0
+    out["skipped"] = dict(skipped)
+    out["skipped_total"] = sum(skipped.values())
+    return out
+
+
+def _publish(merged: str, prefix: str, tokenizer, with_audio: bool, stats: dict) -> None:
+    """Rename the merged temporary datasets into place: old .idx removed first, new .idx renamed last."""
+    src = output_prefixes(merged, with_audio)
+    dst = output_prefixes(prefix, with_audio)
+    info = TokenizerInfo.of(tokenizer)
+    audio_name = os.path.basename(dst["audio"]) if with_audio else None
+    metas = {
+        "text": DatasetMetadata("interleaved" if with_audio else "text", info, audio_name,
+                                num_documents=stats.get("documents", 0), num_speech_spans=stats.get("speech_spans", 0),
+                                num_tokens=stats.get("tokens", 0),
+                                speech_seconds=stats.get("speech_samples", 0) / SAMPLE_RATE),
+    }
+    if with_audio:
+        metas["asr"] = DatasetMetadata("asr", info, audio_name, num_documents=stats.get("asr_documents", 0),
+                                       num_speech_spans=stats.get("speech_spans", 0),
+                                       num_tokens=stats.get("asr_tokens", 0),
+                                       speech_seconds=stats.get("speech_samples", 0) / SAMPLE_RATE)
+    order = [r for r in ("audio", "asr", "text") if r in dst]  # the main .idx last
+    for role in order:
+        idx = dataset_files(dst[role])[1]
+        if os.path.exists(idx):
+            os.remove(idx)
+    for role in order:
+        os.replace(dataset_files(src[role])[0], dataset_files(dst[role])[0])
+        if role in metas:
+            write_metadata(meta_path(dst[role]), metas[role])
+    _write_json(prefix + ".stats.json", stats)
+    for role in order:
+        os.replace(dataset_files(src[role])[1], dataset_files(dst[role])[1])
+
+
+def _write_json(path: str, obj) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False)
+    os.replace(tmp, path)

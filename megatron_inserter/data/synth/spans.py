@@ -1,0 +1,209 @@
+"""Which parts of a document are read aloud (InSerter's span selection).
+
+Words: English by whitespace, Chinese by jieba word segmentation; a "word" must hold a letter, digit or
+ideograph (punctuation tokens are not counted). Spans start at a word's first character and end at a
+word's last character (plus punctuation glued to it), so a span never cuts a word and the whitespace
+around it stays in the neighbouring text. Spans never touch: at least one word of text lies between
+two spans, so text and speech alternate.
+
+  word mode      random spans of ``min_words``..``max_words`` words until about ``ratio`` of the words
+  sentence mode  whole sentences until about ``ratio`` of the words
+
+The choice depends only on the text and the generator passed in (``document_rngs(seed, doc_id)``), so
+the same document gets the same spans whichever worker, node or order processes it. The expected share
+of spoken words is ``ratio`` (the last span is drawn so the expectation is exact); documents too short
+for the minimum span always get one span, which pushes their own share above ``ratio``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+# Closing punctuation that belongs to the word before it (kept inside a span that ends at that word).
+TRAILING_PUNCT = set(",.!?;:'\")]}，。！？；：、”’」』）】》…—～")
+_EN_SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s|$)")
+_ZH_SENTENCE_END = re.compile(r"[。！？；]+[”’」』）)]*|[.!?]+[\"'”’)\]]*(?=\s|$)")
+
+
+@dataclass(frozen=True)
+class SpanConfig:
+    mode: str = "word"  # "word" or "sentence"
+    ratio: float = 0.3
+    min_words: int = 5
+    max_words: int = 15
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int  # character offsets into the document text, end exclusive
+    end: int
+    num_words: int
+
+
+@dataclass(frozen=True)
+class SpanSelection:
+    spans: tuple[Span, ...]
+    num_words: int  # words in the whole document
+
+    @property
+    def spoken_words(self) -> int:
+        return sum(s.num_words for s in self.spans)
+
+
+def document_rngs(seed: int, doc_id: str) -> tuple[np.random.Generator, np.random.Generator]:
+    """Two independent generators (spans, speakers) that depend only on ``seed`` and the document id."""
+    digest = hashlib.sha256(doc_id.encode("utf-8")).digest()
+    entropy = [int(seed) & 0xFFFFFFFF, *np.frombuffer(digest[:16], dtype=np.uint32).tolist()]
+    spans_seq, speakers_seq = np.random.SeedSequence(entropy).spawn(2)
+    return np.random.default_rng(spans_seq), np.random.default_rng(speakers_seq)
+
+
+_jieba = None
+
+
+def _jieba_module():
+    global _jieba
+    if _jieba is None:
+        import jieba
+
+        jieba.setLogLevel(logging.WARNING)
+        jieba.initialize()
+        _jieba = jieba
+    return _jieba
+
+
+def warm_up_segmenter() -> None:
+    """Load jieba's dictionary now (so forked workers share it instead of each loading it)."""
+    _jieba_module()
+
+
+def split_words(text: str, lang: str) -> list[tuple[int, int]]:
+    """Character ranges of the words of ``text``."""
+    if lang == "zh":
+        tokens = ((s, e) for _, s, e in _jieba_module().tokenize(text))
+    else:
+        tokens = ((m.start(), m.end()) for m in re.finditer(r"\S+", text))
+    return [(s, e) for s, e in tokens if any(ch.isalnum() for ch in text[s:e])]
+
+
+def split_sentences(text: str, lang: str) -> list[tuple[int, int]]:
+    """Character ranges of the sentences of ``text``, without surrounding whitespace."""
+    pattern = _ZH_SENTENCE_END if lang == "zh" else _EN_SENTENCE_END
+    out, start = [], 0
+    ends = [m.end() for m in pattern.finditer(text)] + [len(text)]
+    for end in ends:
+        s, e = start, end
+        while s < e and text[s].isspace():
+            s += 1
+        while e > s and text[e - 1].isspace():
+            e -= 1
+        if e > s:
+            out.append((s, e))
+        start = end
+    return out
+
+
+def _extend_over_punct(text: str, end: int, limit: int) -> int:
+    while end < limit and text[end] in TRAILING_PUNCT:
+        end += 1
+    return end
+
+
+def _select_word_spans(words, cfg: SpanConfig, rng: np.random.Generator, text: str) -> list[Span]:
+    n = len(words)
+    if n < cfg.min_words + 1:
+        return []
+    target = cfg.ratio * n
+    lengths: list[int] = []
+    while (remaining := target - sum(lengths)) > 0:
+        length = int(rng.integers(cfg.min_words, cfg.max_words + 1))
+        if length <= remaining:
+            lengths.append(length)
+            continue
+        if remaining >= cfg.min_words:  # last span: floor or ceil so that the expectation is `remaining`
+            base = math.floor(remaining)
+            lengths.append(base + int(rng.random() < remaining - base))
+        elif rng.random() < remaining / cfg.min_words:
+            lengths.append(cfg.min_words)
+        break
+    if not lengths:
+        lengths = [cfg.min_words]  # every written document is interleaved
+    while lengths and sum(lengths) + max(len(lengths) - 1, 1) > n:  # room for the separating text
+        lengths.pop()
+    k = len(lengths)
+    if k == 0:
+        return []
+    lengths = [lengths[i] for i in rng.permutation(k)]
+    free = n - sum(lengths) - (k - 1)
+    bars = np.sort(rng.choice(free + k, size=k, replace=False)) if k else np.array([], dtype=int)
+    gaps = np.diff(np.concatenate([[-1], bars, [free + k]])) - 1  # k+1 parts summing to `free`
+    spans, pos = [], int(gaps[0])
+    for i, length in enumerate(lengths):
+        first, last = pos, pos + length - 1
+        limit = words[last + 1][0] if last + 1 < n else len(text)
+        spans.append(Span(words[first][0], _extend_over_punct(text, words[last][1], limit), length))
+        pos = last + 1 + 1 + int(gaps[i + 1])
+    return spans
+
+
+def _select_sentence_spans(words, text, lang, cfg: SpanConfig, rng: np.random.Generator) -> list[Span]:
+    starts = [s for s, _ in words]
+    sentences = []
+    for s, e in split_sentences(text, lang):
+        count = int(np.searchsorted(starts, e) - np.searchsorted(starts, s))
+        if count > 0:
+            sentences.append((s, e, count))
+    if len(sentences) < 2:
+        return []
+    target = cfg.ratio * len(words)
+    chosen: set[int] = set()
+    spoken = 0
+    too_long: list[int] = []
+    for i in rng.permutation(len(sentences)).tolist():
+        if spoken >= target:
+            break
+        if i - 1 in chosen or i + 1 in chosen:
+            continue
+        if sentences[i][2] <= target - spoken:
+            chosen.add(i)
+            spoken += sentences[i][2]
+        else:
+            too_long.append(i)
+    remaining = target - spoken
+    free = [i for i in too_long if i - 1 not in chosen and i + 1 not in chosen]
+    if remaining > 0 and free:
+        i = free[0]
+        if not chosen or rng.random() < remaining / sentences[i][2]:
+            chosen.add(i)
+    return [Span(*sentences[i]) for i in sorted(chosen)]
+
+
+def select_spans(text: str, lang: str, cfg: SpanConfig, rng: np.random.Generator) -> SpanSelection:
+    """The spans of ``text`` to read aloud, sorted, non-overlapping and separated by text."""
+    words = split_words(text, lang)
+    if cfg.mode == "sentence":
+        spans = _select_sentence_spans(words, text, lang, cfg, rng)
+    elif cfg.mode == "word":
+        spans = _select_word_spans(words, cfg, rng, text)
+    else:
+        raise ValueError(f"unknown span mode {cfg.mode!r}")
+    return SpanSelection(tuple(spans), len(words))
+
+
+def segment_ranges(text_length: int, spans) -> list[tuple[str, int, int]]:
+    """``[("text"|"speech", start, end), ...]`` covering ``[0, text_length)`` exactly; no empty text pieces."""
+    out, pos = [], 0
+    for sp in spans:
+        if sp.start > pos:
+            out.append(("text", pos, sp.start))
+        out.append(("speech", sp.start, sp.end))
+        pos = sp.end
+    if pos < text_length:
+        out.append(("text", pos, text_length))
+    return out

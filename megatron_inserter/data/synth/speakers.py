@@ -1,0 +1,71 @@
+"""Synthetic speakers: the espeak-ng pool (voice x variant x pitch x speed) and how spans pick from a pool.
+
+Every pool is a fixed, ordered list, so a speaker index drawn from a document's generator always names
+the same voice. Speaker ids are plain strings stored in the shard metadata, e.g. ``espeak:en-us+f3:p45:r175``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Base voices that load in-process (the voice name "en-gb" does not; "en" is British English).
+ESPEAK_VOICES = {
+    "en": ("en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
+           "en-us-nyc"),
+    # "cmn" reads Chinese characters badly in espeak-ng 1.51; the pinyin voice reads them correctly.
+    "zh": ("cmn-latn-pinyin",),
+}
+ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5")
+ESPEAK_PITCHES = (30, 45, 60, 75)  # espeakPITCH, 0-100 (50 = normal)
+ESPEAK_RATES = (155, 175, 195)  # espeakRATE, words per minute
+
+
+@dataclass(frozen=True)
+class EspeakSpeaker:
+    voice: str
+    variant: str
+    pitch: int
+    rate: int
+
+    @property
+    def voice_name(self) -> str:
+        return f"{self.voice}+{self.variant}"
+
+    @property
+    def id(self) -> str:
+        return f"espeak:{self.voice_name}:p{self.pitch}:r{self.rate}"
+
+    @classmethod
+    def from_id(cls, speaker_id: str) -> "EspeakSpeaker":
+        try:
+            tag, name, pitch, rate = speaker_id.split(":")
+            voice, variant = name.split("+")
+            assert tag == "espeak" and pitch[0] == "p" and rate[0] == "r"
+            return cls(voice, variant, int(pitch[1:]), int(rate[1:]))
+        except (ValueError, AssertionError, IndexError):
+            raise ValueError(f"not an espeak speaker id: {speaker_id!r}") from None
+
+
+def espeak_speaker_pool(language: str) -> list[EspeakSpeaker]:
+    if language not in ESPEAK_VOICES:
+        raise ValueError(f"no espeak voices for language {language!r} (supported: {sorted(ESPEAK_VOICES)})")
+    return [
+        EspeakSpeaker(voice, variant, pitch, rate)
+        for voice in ESPEAK_VOICES[language]
+        for variant in ESPEAK_VARIANTS
+        for pitch in ESPEAK_PITCHES
+        for rate in ESPEAK_RATES
+    ]
+
+
+def choose_speakers(pool: list[str], num_spans: int, policy: str, rng: np.random.Generator) -> list[str]:
+    """One speaker per span (``policy="span"``) or one for the whole document (``"document"``)."""
+    if not pool:
+        raise ValueError("empty speaker pool")
+    if policy == "document":
+        return [pool[int(rng.integers(len(pool)))]] * num_spans
+    if policy == "span":
+        return [pool[int(i)] for i in rng.integers(len(pool), size=num_spans)]
+    raise ValueError(f"unknown speaker policy {policy!r}")

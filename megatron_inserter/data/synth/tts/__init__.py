@@ -1,0 +1,63 @@
+"""TTS backends behind one interface (``TTSBackend``): ``espeak`` (default) and ``nemo``."""
+
+from __future__ import annotations
+
+from megatron_inserter.data.synth.tts.base import (
+    SAMPLE_RATE,
+    TTSBackend,
+    TTSError,
+    TTSRequest,
+    TTSUnavailableError,
+    resampled_length,
+    to_16k,
+)
+
+__all__ = [
+    "SAMPLE_RATE", "TTSBackend", "TTSError", "TTSRequest", "TTSUnavailableError", "build_backend",
+    "check_backend_inputs", "resampled_length", "to_16k",
+]
+
+
+def check_backend_inputs(cfg) -> None:
+    """Cheap checks that need no synthesis (model files present, espeak-ng findable)."""
+    if cfg.tts == "nemo":
+        from megatron_inserter.data.synth.tts.nemo import check_model_files
+
+        check_model_files(cfg.tts_model, cfg.vocoder_model)
+    elif cfg.tts == "espeak":
+        import ctypes.util
+        import shutil
+
+        from megatron_inserter.data.synth.tts.espeak import INSTALL_HINT
+
+        have_lib = bool(ctypes.util.find_library("espeak-ng"))
+        if not have_lib:
+            try:
+                ctypes.CDLL("libespeak-ng.so.1")
+                have_lib = True
+            except OSError:
+                pass
+        if cfg.espeak_engine == "library" and not have_lib:
+            raise TTSUnavailableError(f"libespeak-ng is not installed; {INSTALL_HINT}")
+        if cfg.espeak_engine == "command" and not shutil.which("espeak-ng"):
+            raise TTSUnavailableError(f"the espeak-ng program is not on PATH; {INSTALL_HINT}")
+        if not have_lib and not shutil.which("espeak-ng"):
+            raise TTSUnavailableError(f"espeak-ng is not installed; {INSTALL_HINT}")
+    else:
+        raise ValueError(f"unknown TTS backend {cfg.tts!r} (espeak, nemo)")
+
+
+def build_backend(cfg) -> TTSBackend:
+    """The backend a ``SynthConfig`` asks for."""
+    if cfg.tts == "espeak":
+        from megatron_inserter.data.synth.tts.espeak import EspeakBackend
+
+        return EspeakBackend(cfg.espeak_engine)
+    if cfg.tts == "nemo":
+        from megatron_inserter.data.synth.tts.nemo import NemoBackend, NemoConfig
+
+        return NemoBackend(NemoConfig(
+            tts_model=cfg.tts_model, vocoder_model=cfg.vocoder_model, batch_size=cfg.tts_batch_size,
+            normalize=cfg.text_normalization, cache_dir=cfg.text_norm_cache_dir,
+        ))
+    raise ValueError(f"unknown TTS backend {cfg.tts!r} (espeak, nemo)")

@@ -1,0 +1,65 @@
+"""The interface every TTS backend implements: a batch of (text, language, speaker) in, 16 kHz audio out."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+
+
+class TTSUnavailableError(RuntimeError):
+    """The backend cannot run on this machine (missing program, library or model file); says how to fix it."""
+
+
+class TTSError(RuntimeError):
+    """Synthesis of one request failed."""
+
+
+@dataclass(frozen=True)
+class TTSRequest:
+    text: str
+    language: str  # "en" or "zh"
+    speaker: str  # one of ``backend.speakers(language)``
+
+
+class TTSBackend(ABC):
+    """Turns text into 16 kHz mono float32 audio in [-1, 1].
+
+    ``synthesize`` returns one array per request, in order; an empty array marks a request that produced
+    no audio. A raised exception means the whole batch failed (the caller retries request by request).
+    """
+
+    name: str = "tts"
+    batch_size: int = 1  # how many requests the backend prefers per call
+    languages: tuple[str, ...] = ("en", "zh")
+
+    @abstractmethod
+    def speakers(self, language: str) -> list[str]:
+        """The speaker pool for ``language``, in a fixed order."""
+
+    @abstractmethod
+    def synthesize(self, requests: list[TTSRequest]) -> list[np.ndarray]:
+        """Audio for each request: 1-D float32 at ``SAMPLE_RATE``."""
+
+    def close(self) -> None:
+        pass
+
+
+def resampled_length(num_samples: int, sample_rate: int) -> int:
+    """Length of ``to_16k`` output for an input of ``num_samples`` at ``sample_rate``."""
+    if sample_rate == SAMPLE_RATE:
+        return num_samples
+    return len(to_16k(np.zeros(num_samples, dtype=np.float32), sample_rate))
+
+
+def to_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Mono float32 audio at ``sample_rate`` -> float32 at 16 kHz, clipped to [-1, 1]."""
+    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+    if sample_rate != SAMPLE_RATE and len(audio):
+        import soxr
+
+        audio = soxr.resample(audio, sample_rate, SAMPLE_RATE, quality="HQ").astype(np.float32, copy=False)
+    return np.clip(audio, -1.0, 1.0)

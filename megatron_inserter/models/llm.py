@@ -1,0 +1,128 @@
+"""The language model: a megatron-core GPTModel in Qwen2 / Llama shapes.
+
+RMSNorm, SwiGLU, rotary positions with a configurable base, grouped-query attention, optional QKV bias,
+tied or untied embeddings. Transformer Engine layer specs are used when TE imports and CUDA is present,
+megatron-core's local specs otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from megatron_inserter.runtime import cpu_compat
+
+
+@dataclass
+class LLMConfig:
+    num_layers: int
+    hidden_size: int
+    ffn_hidden_size: int
+    num_attention_heads: int
+    num_query_groups: int
+    vocab_size: int
+    max_position_embeddings: int = 32768
+    rotary_base: float = 1_000_000.0
+    add_qkv_bias: bool = True  # Qwen2: True; Llama: False
+    tie_embeddings: bool = False
+    norm_epsilon: float = 1e-6
+    kv_channels: int | None = None
+    make_vocab_size_divisible_by: int = 128
+    extra: dict = field(default_factory=dict)  # passed through to TransformerConfig
+
+    def padded_vocab_size(self, tensor_model_parallel_size: int) -> int:
+        return pad_vocab_size(self.vocab_size, self.make_vocab_size_divisible_by, tensor_model_parallel_size)
+
+
+def pad_vocab_size(vocab_size: int, divisible_by: int, tensor_model_parallel_size: int) -> int:
+    """Pad the vocabulary so every tensor-parallel shard is equal.
+
+    Unlike Megatron-LM's ``divisible_by x TP`` the multiple is ``lcm(divisible_by, TP)``: with the usual
+    128 and TP in 1..8 the padded size does not depend on TP, so a checkpoint's output layer keeps its
+    shape (and its logits) when it is loaded at another tensor-parallel size.
+    """
+    multiple = math.lcm(divisible_by, tensor_model_parallel_size)
+    return ((vocab_size + multiple - 1) // multiple) * multiple
+
+
+def use_transformer_engine() -> bool:
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import transformer_engine  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def gpt_layer_spec(use_te: bool | None = None, normalization: str = "RMSNorm"):
+    from megatron.core.models.gpt.gpt_layer_specs import (
+        get_gpt_layer_local_spec,
+        get_gpt_layer_with_transformer_engine_spec,
+    )
+
+    if use_te is None:
+        use_te = use_transformer_engine()
+    if use_te:
+        return get_gpt_layer_with_transformer_engine_spec()
+    return get_gpt_layer_local_spec(normalization=normalization)
+
+
+def transformer_config(cfg: LLMConfig, **overrides):
+    """megatron-core TransformerConfig for this LLM; ``overrides`` carry parallelism and precision."""
+    from megatron.core.transformer import TransformerConfig
+
+    kwargs = dict(
+        num_layers=cfg.num_layers,
+        hidden_size=cfg.hidden_size,
+        ffn_hidden_size=cfg.ffn_hidden_size,
+        num_attention_heads=cfg.num_attention_heads,
+        num_query_groups=cfg.num_query_groups,
+        kv_channels=cfg.kv_channels,
+        normalization="RMSNorm",
+        layernorm_epsilon=cfg.norm_epsilon,
+        gated_linear_unit=True,
+        activation_func=F.silu,
+        add_bias_linear=False,
+        add_qkv_bias=cfg.add_qkv_bias,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        bias_dropout_fusion=False,
+        bias_activation_fusion=False,
+        apply_rope_fusion=False,
+        masked_softmax_fusion=False,
+        persist_layer_norm=False,
+        gradient_accumulation_fusion=False,
+        calculate_per_token_loss=True,
+        use_cpu_initialization=not torch.cuda.is_available(),
+        pipeline_dtype=torch.float32,
+    )
+    kwargs.update(cfg.extra)
+    kwargs.update(overrides)
+    kwargs.update(cpu_compat.config_overrides())
+    return TransformerConfig(**kwargs)
+
+
+def build_gpt(cfg: LLMConfig, config, pre_process: bool = True, post_process: bool = True,
+              vp_stage: int | None = None, tensor_model_parallel_size: int = 1, layer_spec=None):
+    """Build one pipeline chunk of the GPTModel."""
+    from megatron.core.models.gpt import GPTModel
+
+    kwargs = {}
+    if vp_stage is not None:
+        kwargs["vp_stage"] = vp_stage
+    return GPTModel(
+        config=config,
+        transformer_layer_spec=layer_spec or gpt_layer_spec(),
+        vocab_size=cfg.padded_vocab_size(tensor_model_parallel_size),
+        max_sequence_length=cfg.max_position_embeddings,
+        pre_process=pre_process,
+        post_process=post_process,
+        share_embeddings_and_output_weights=cfg.tie_embeddings,
+        position_embedding_type="rope",
+        rotary_base=int(cfg.rotary_base) if float(cfg.rotary_base).is_integer() else cfg.rotary_base,
+        **kwargs,
+    )

@@ -1,0 +1,170 @@
+"""`inserter eval` command line: lazy responder import, clear errors, score-only, compare."""
+
+import json
+import sys
+import types
+
+import pytest
+
+from megatron_inserter.eval import cli, responder
+from tests.eval.fakes import ScriptedResponder, bench_answer, make_bench
+
+
+@pytest.fixture
+def fake_backend(monkeypatch):
+    """A stand-in for megatron_inserter.inference.responder that records how it was built."""
+    built = []
+
+    def build_responder(load_dir, **generation_kwargs):
+        built.append((load_dir, generation_kwargs))
+        return ScriptedResponder(bench_answer)
+
+    module = types.ModuleType(responder.RESPONDER_MODULE)
+    module.build_responder = build_responder
+    monkeypatch.setitem(sys.modules, responder.RESPONDER_MODULE, module)
+    return built
+
+
+def test_missing_generation_backend_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(responder, "RESPONDER_MODULE", "megatron_inserter.inference.not_built_here")
+    bench = make_bench(tmp_path / "bench")
+    rc = cli.main(
+        [
+            "speechinstructbench",
+            "--bench-dir",
+            str(bench),
+            "--load",
+            "/ckpt/x",
+            "--output",
+            str(tmp_path / "out"),
+            "--tasks",
+            "closed",
+        ]
+    )
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "/ckpt/x" in err and "--score-only" in err and "build_responder" in err
+
+
+def test_closed_run_through_the_command_line(tmp_path, fake_backend, capsys):
+    bench = make_bench(tmp_path / "bench")
+    rc = cli.main(
+        [
+            "speechinstructbench",
+            "--bench-dir",
+            str(bench),
+            "--load",
+            "/ckpt/step100",
+            "--output",
+            str(tmp_path / "out"),
+            "--tasks",
+            "closed",
+            "--languages",
+            "en,cn",
+            "--variants",
+            "standard",
+            "--responder-arg",
+            "tensor_model_parallel_size=2",
+            "--no-progress",
+        ]
+    )
+    assert rc == 0
+    assert fake_backend == [("/ckpt/step100", {"tensor_model_parallel_size": 2})]
+    results = json.loads((tmp_path / "out/results.json").read_text())
+    assert results["name"] == "step100" and set(results["details"]) == {"en/closed/standard"}
+    assert "SpeechInstructBench: step100" in capsys.readouterr().out
+
+
+def test_open_tasks_without_a_judge_fail_before_loading_the_model(
+    tmp_path, fake_backend, monkeypatch, capsys
+):
+    monkeypatch.delenv("INSERTER_JUDGE_URL", raising=False)
+    bench = make_bench(tmp_path / "bench")
+    rc = cli.main(
+        [
+            "speechinstructbench",
+            "--bench-dir",
+            str(bench),
+            "--load",
+            "/ckpt",
+            "--output",
+            str(tmp_path / "out"),
+            "--tasks",
+            "closed,open",
+        ]
+    )
+    assert rc == 2 and fake_backend == []
+    assert "INSERTER_JUDGE_URL" in capsys.readouterr().err
+
+
+def test_score_only_then_compare(tmp_path, capsys):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(
+        json.dumps(
+            {
+                "key": 1,
+                "instruction_id_list": ["punctuation:no_comma"],
+                "kwargs": [{}],
+                "prompt": "p",
+                "audio_path": "closed_accent_1_en.wav",
+                "response": "No commas.",
+            }
+        )
+        + "\n"
+    )
+    assert (
+        cli.main(
+            [
+                "speechinstructbench",
+                "--score-only",
+                str(rows),
+                "--output",
+                str(tmp_path / "a"),
+                "--name",
+                "a",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    rows.write_text(rows.read_text().replace("No commas.", "Yes, commas."))
+    assert (
+        cli.main(
+            [
+                "speechinstructbench",
+                "--score-only",
+                str(rows),
+                "--output",
+                str(tmp_path / "b"),
+                "--name",
+                "b",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert (
+        cli.main(
+            [
+                "compare",
+                str(tmp_path / "a/results.json"),
+                str(tmp_path / "b/results.json"),
+                "--output",
+                str(tmp_path / "cmp.md"),
+            ]
+        )
+        == 0
+    )
+    table = (tmp_path / "cmp.md").read_text()
+    assert "| en/closed/accent/p_acc | 100.00 | 0.00 |" in table
+    assert table in capsys.readouterr().out
+
+
+def test_unknown_flags_and_bad_lists_are_usage_errors(tmp_path):
+    with pytest.raises(SystemExit):
+        cli.main(["speechinstructbench", "--score-only", "x.jsonl", "--output", str(tmp_path), "--bogus"])
+    with pytest.raises(SystemExit):
+        cli.main(
+            ["speechinstructbench", "--score-only", "x.jsonl", "--output", str(tmp_path), "--tasks", "closd"]
+        )
