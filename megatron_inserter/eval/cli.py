@@ -64,8 +64,8 @@ def _add_generation(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
     g.add_argument(
         "--gather-timeout",
         type=float,
-        default=0.0,
-        help="seconds rank 0 waits for the other ranks before scoring",
+        default=1800.0,
+        help="seconds rank 0 waits for the other ranks before scoring (then: rerun to score)",
     )
     p.add_argument("--output", type=Path, required=True, help="output folder (resumable)")
     p.add_argument(

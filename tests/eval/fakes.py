@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from megatron_inserter.eval.responder import EvalRequest
@@ -163,3 +166,61 @@ def bench_judge_reply(prompt: str) -> str:
     if "Is it a haiku?" in prompt:
         return "['YES', 'NO']"
     return '["YES"]'
+
+
+class FakeChatServer:
+    """Answers with ``reply(prompt)``, or plays back ``script``, one item per request:
+    ("ok", [texts]), ("status", code), ("garbage",) or ("sleep", seconds)."""
+
+    def __init__(self, script=(), reply=None):
+        self.script = list(script)
+        self.reply = reply  # when given: user prompt -> answer text, for every request
+        self.requests = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append(
+                    {"path": self.path, "body": body, "auth": self.headers.get("Authorization")}
+                )
+                if server.reply is not None:
+                    prompt = body["messages"][-1]["content"]
+                    action = ("ok", [server.reply(prompt) for _ in range(body["n"])])
+                else:
+                    action = server.script.pop(0) if server.script else ("status", 500)
+                if action[0] == "sleep":
+                    time.sleep(action[1])
+                    action = ("ok", ["['YES']"] * body["n"])
+                if action[0] == "status":
+                    self.send_response(action[1])
+                    self.end_headers()
+                    self.wfile.write(b'{"error": "boom"}')
+                    return
+                payload = (
+                    b"<html>not json"
+                    if action[0] == "garbage"
+                    else json.dumps(
+                        {"choices": [{"message": {"role": "assistant", "content": t}} for t in action[1]]}
+                    ).encode()
+                )
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -114,9 +114,11 @@ def main() -> None:
                             tokenizer=tok, reset_position_ids=False, reset_attention_mask=False,
                             eod_mask_loss=False, create_attention_mask=False,
                             path_to_cache=os.path.join(work, "cache"))
-    gpt = BlendedMegatronDatasetBuilder(GPTDataset, [None, None, None], lambda: True, gcfg).build()[0]
+    wanted = args.batch * (args.max_batches + 2)  # both loaders read the same number of samples
+    gpt = BlendedMegatronDatasetBuilder(GPTDataset, [wanted, None, None], lambda: True, gcfg).build()[0]
+    ds_many = build_datasets(cfg, num_samples=(wanted, None, None))[0]
 
-    rate = loader_rate(ds, args.batch, 2, collate_batch, args.max_batches)
+    rate = loader_rate(ds_many, args.batch, 2, collate_batch, args.max_batches)
     base = loader_rate(gpt, args.batch, 2, gpt_collate, args.max_batches)
     t_small = index_build_seconds(args.index_docs, seq)
     t_big = index_build_seconds(10 * args.index_docs, seq)

@@ -7,11 +7,18 @@ import json
 import pytest
 
 from megatron_inserter.eval.generate import is_answered
-from megatron_inserter.eval.judge import JudgeConfig
+from megatron_inserter.eval.judge import HttpChatJudge, JudgeConfig
 from megatron_inserter.eval.records import RecordLog, read_jsonl
 from megatron_inserter.eval.speechinstructbench import runner
 from megatron_inserter.eval.speechinstructbench.layout import META
-from tests.eval.fakes import ScriptedJudge, ScriptedResponder, bench_answer, bench_judge_reply, make_bench
+from tests.eval.fakes import (
+    FakeChatServer,
+    ScriptedJudge,
+    ScriptedResponder,
+    bench_answer,
+    bench_judge_reply,
+    make_bench,
+)
 
 EXPECTED = {
     "en/closed/standard/p_acc": 100 * 2 / 3,
@@ -136,3 +143,21 @@ def test_missing_audio_is_counted_not_generated(bench, tmp_path):
     assert [r.request_id for r in responder.requests] == ["open/standard/en/o1"]
     assert results["stats"]["load"]["missing_audio"] == 1
     assert results["details"]["en/open"]["unanswered"] == 1
+
+
+def test_http_judge_with_concurrent_workers_counts_malformed_rows_as_errors(bench, tmp_path):
+    def reply(prompt):
+        if "Leaves fall slowly" in prompt:
+            return "I would say yes to both."  # never a list: a judge error for o1
+        return bench_judge_reply(prompt)
+
+    with FakeChatServer(reply=reply) as server:
+        judge = HttpChatJudge(server.url, "judge-m", api_key="k")
+        cfg = config(tmp_path / "out", tasks=("open", "adjustment"), judge_workers=3)
+        cfg.judge = JudgeConfig(max_attempts=2, backoff_s=0.0)
+        results = runner.run(bench, ScriptedResponder(bench_answer), judge, cfg)
+    details = results["details"]
+    assert details["en/open"]["judge_errors"] == 1 and details["en/open"]["prompts"] == 1
+    assert results["metrics"]["en/open/p_acc"] == 100.0  # only o2 is scored
+    assert results["metrics"]["en/adjustment/iar"] == 50.0 and results["stats"]["judge"]["judge_errors"] == 1
+    assert "o1: 0 valid answers after 2 attempts" in details["en/open"]["first_errors"][0]

@@ -1,0 +1,238 @@
+"""Runs a synthesis: plans this rank's units, skips finished ones, runs the rest in worker processes.
+
+Every unit runs in a freshly forked process (the parent never synthesizes), so a shard's bytes depend
+only on its unit, not on which worker made it or what that worker made before (espeak-ng keeps state
+between calls). Up to ``--workers`` such processes run at once. A worker that dies is retried once; a
+unit that fails twice is reported and the run exits non-zero, and running the same command again
+retries it (finished shards are skipped).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+
+from megatron_inserter.data.synth.config import SynthConfig
+from megatron_inserter.data.synth.corpus import expand_inputs
+from megatron_inserter.data.synth.plan import PlanErrors, WorkUnit, iter_units
+from megatron_inserter.data.synth.shards import (
+    MANIFEST_DIR,
+    atomic_write_json,
+    check_run_arguments,
+    is_complete,
+    read_manifests,
+    remove_stale_temporaries,
+    shard_stem,
+)
+from megatron_inserter.data.synth.spans import warm_up_segmenter
+from megatron_inserter.data.synth.stats import SynthStats, merge
+from megatron_inserter.data.synth.tts import TTSRequest, TTSUnavailableError, build_backend, check_backend_inputs
+
+MAX_ATTEMPTS_PER_UNIT = 2
+PROBE_TEXT = {"en": "Hello there, this is a test.", "zh": "你好，这是一个测试。"}
+
+
+@dataclass
+class RunResult:
+    rank_stats: SynthStats
+    units_done: int = 0
+    units_resumed: int = 0
+    failed_units: list[str] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed_units
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: get SIGKILLed when the parent dies, so a killed run leaves no orphan writing shards."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _probe_child(cfg: SynthConfig, conn, parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
+    try:
+        backend = build_backend(cfg)
+        warnings = []
+        for lang in backend.languages:
+            req = TTSRequest(PROBE_TEXT[lang], lang, backend.speakers(lang)[0])
+            audio = backend.synthesize([req])[0]
+            if len(audio) == 0:
+                warnings.append(f"the {cfg.tts} backend produced no audio for {lang!r} text")
+        conn.send(("ok", warnings))
+    except TTSUnavailableError as e:
+        conn.send(("error", str(e)))
+    except Exception:  # noqa: BLE001 - reported to the parent as a start-up error
+        conn.send(("error", traceback.format_exc()))
+
+
+def probe_backend(cfg: SynthConfig, timeout: float = 900.0) -> list[str]:
+    """Build the backend and speak one phrase per language in a throw-away process; raise with the fix."""
+    ctx = mp.get_context("fork")
+    parent_conn, child_conn = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_probe_child, args=(cfg, child_conn, os.getpid()), daemon=True)
+    proc.start()
+    child_conn.close()
+    if not parent_conn.poll(timeout):
+        proc.kill()
+        raise TTSUnavailableError(f"the {cfg.tts} backend did not start within {timeout:.0f} s")
+    try:
+        status, payload = parent_conn.recv()
+    except EOFError:
+        status, payload = "error", f"the {cfg.tts} backend crashed while starting (exit code {proc.exitcode})"
+    proc.join()
+    if status != "ok":
+        raise TTSUnavailableError(payload)
+    return payload
+
+
+def _unit_child(unit: WorkUnit, cfg: SynthConfig, progress, parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
+    from megatron_inserter.data.synth.worker import process_unit
+
+    backend = build_backend(cfg)
+    process_unit(unit, cfg, backend, report=lambda d, s: progress.put((d, s)))
+    backend.close()
+
+
+class _Progress:
+    def __init__(self, enabled: bool):
+        self.docs = 0
+        self.speech_seconds = 0.0
+        self.t0 = time.monotonic()
+        self.bar = None
+        if enabled:
+            import tqdm
+
+            tqdm.tqdm.monitor_interval = 0  # no monitor thread: the parent forks workers
+            self.bar = tqdm.tqdm(desc="synth", unit="doc", file=sys.stderr, dynamic_ncols=True)
+
+    def update(self, docs: int, seconds: float) -> None:
+        self.docs += docs
+        self.speech_seconds += seconds
+        if self.bar is not None:
+            elapsed = max(time.monotonic() - self.t0, 1e-9)
+            self.bar.update(docs)
+            self.bar.set_postfix_str(
+                f"speech {self.speech_seconds / 3600:.2f} h, {self.speech_seconds / 3600 / elapsed:.4f} h/s, "
+                f"{self.speech_seconds / elapsed:.0f}x real time", refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _log(msg: str) -> None:
+    print(f"[synth] {msg}", file=sys.stderr, flush=True)
+
+
+def run_synthesis(cfg: SynthConfig) -> RunResult:
+    t0 = time.monotonic()
+    check_backend_inputs(cfg)
+    files = expand_inputs(cfg.inputs)
+    os.makedirs(os.path.join(cfg.output_dir, MANIFEST_DIR), exist_ok=True)
+    fingerprint = cfg.fingerprint()
+    fingerprint["inputs"] = [f.path for f in files]
+    resuming = check_run_arguments(cfg.output_dir, fingerprint)
+    removed = remove_stale_temporaries(cfg.output_dir, cfg.name, cfg.rank)
+    if resuming:
+        _log(f"resuming in {cfg.output_dir} (removed {removed} unfinished temporary files)")
+    warm_up_segmenter()
+    for w in probe_backend(cfg):
+        _log(f"warning: {w}")
+
+    ctx = mp.get_context("fork")
+    progress_queue = ctx.Queue()
+    errors = PlanErrors(files=[])
+    units = iter_units(files, cfg.shard_size, cfg.speech_ratio, cfg.rank, cfg.world_size, errors)
+    running: dict[int, tuple] = {}  # unit index -> (process, unit, attempt)
+    result = RunResult(SynthStats())
+    bar = _Progress(cfg.progress)
+    exhausted = False
+
+    def drain(block_s: float) -> None:
+        try:
+            item = progress_queue.get(timeout=block_s) if block_s else progress_queue.get_nowait()
+            while True:
+                bar.update(*item)
+                item = progress_queue.get_nowait()
+        except queue_mod.Empty:
+            pass
+
+    def start(unit: WorkUnit, attempt: int) -> None:
+        proc = ctx.Process(target=_unit_child, args=(unit, cfg, progress_queue, os.getpid()), daemon=False)
+        proc.start()
+        running[unit.unit_index] = (proc, unit, attempt)
+
+    try:
+        while True:
+            while not exhausted and len(running) < cfg.workers:
+                unit = next(units, None)
+                if unit is None:
+                    exhausted = True
+                elif is_complete(cfg.output_dir, shard_stem(cfg.name, unit.rank, unit.shard_index)):
+                    result.units_resumed += 1
+                else:
+                    start(unit, 1)
+            if not running:
+                break
+            drain(0.1)
+            for index, (proc, unit, attempt) in list(running.items()):
+                if proc.is_alive():
+                    continue
+                proc.join()
+                del running[index]
+                stem = shard_stem(cfg.name, unit.rank, unit.shard_index)
+                if proc.exitcode == 0 and is_complete(cfg.output_dir, stem):
+                    result.units_done += 1
+                elif attempt < MAX_ATTEMPTS_PER_UNIT:
+                    _log(f"worker for {stem} ({unit.file.source} from line {unit.first_line}) exited with "
+                         f"{proc.exitcode}; retrying")
+                    start(unit, attempt + 1)
+                else:
+                    result.failed_units.append(stem)
+                    _log(f"giving up on {stem} ({unit.file.source} from line {unit.first_line}) after "
+                         f"{attempt} attempts; run the same command again to retry it")
+        drain(0)
+    except BaseException:
+        for proc, _, _ in running.values():
+            proc.kill()
+            proc.join()
+        raise
+    finally:
+        bar.close()
+    result.wall_seconds = time.monotonic() - t0
+    _write_stats(cfg, result, errors)
+    return result
+
+
+def _write_stats(cfg: SynthConfig, result: RunResult, errors: PlanErrors) -> None:
+    rank_manifests = read_manifests(cfg.output_dir, cfg.name, cfg.rank)
+    result.rank_stats = merge(SynthStats.from_dict(m["stats"]) for m in rank_manifests)
+    rank_summary = result.rank_stats.summary()
+    rank_summary.update({
+        "rank": cfg.rank, "world_size": cfg.world_size, "units_done_this_run": result.units_done,
+        "units_resumed": result.units_resumed, "failed_units": result.failed_units,
+        "unreadable_input": errors.files, "wall_seconds_this_run": result.wall_seconds,
+    })
+    atomic_write_json(os.path.join(cfg.output_dir, f"stats-{cfg.rank:05d}.json"), rank_summary)
+    run_manifests = read_manifests(cfg.output_dir, cfg.name)
+    run_summary = merge(SynthStats.from_dict(m["stats"]) for m in run_manifests).summary()
+    run_summary.update({
+        "world_size": cfg.world_size, "units_complete": len(run_manifests), "unreadable_input": errors.files,
+        "tts": cfg.tts, "span_mode": cfg.span_mode, "target_speech_ratio": cfg.speech_ratio,
+    })
+    atomic_write_json(os.path.join(cfg.output_dir, "stats.json"), run_summary)
