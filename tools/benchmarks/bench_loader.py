@@ -126,7 +126,10 @@ def main() -> None:
     print(f"corpus: {args.docs} documents, {len(ds)} samples of {seq} tokens "
           f"({len(starts) - 1} in the index), placeholders {speech_tokens / (min(len(ds), 50) * seq):.1%} of tokens")
     print(f"packing efficiency (non-padding share)  {efficiency:8.2%}  goal >= 98%")
-    print(f"InterleavedDataset samples/s (2 workers) {rate:8.1f}")
+    audio_seconds = sum(sum(len(c) for c in ds[i]["audio"]) for i in range(min(len(ds), 50))) / 16000
+    audio_per_sample = audio_seconds / min(len(ds), 50)
+    print(f"InterleavedDataset samples/s (2 workers) {rate:8.1f}  "
+          f"({audio_per_sample:.0f} s of audio per sample: {rate * audio_per_sample:.0f}x real time)")
     print(f"GPTDataset samples/s (2 workers, text)   {base:8.1f}  ratio {rate / base:.2f}")
     print(f"sample index build, {args.index_docs} docs      {t_small:8.2f}s")
     print(f"sample index build, {10 * args.index_docs} docs     {t_big:8.2f}s  ratio {t_big / t_small:.1f} (10x docs)")

@@ -14,6 +14,7 @@ from megatron_inserter.models.frames import SAMPLE_RATE
 
 AUDIO_SUFFIX = "_audio"
 AUDIO_DTYPE = np.int16
+PCM_SCALE = 1.0 / 32768.0
 
 
 class AudioDecodeError(ValueError):
@@ -51,4 +52,4 @@ def float_to_int16(x: np.ndarray) -> np.ndarray:
 
 def int16_to_float(x: np.ndarray) -> np.ndarray:
     """PCM int16 -> float32 in [-1, 1) (the batch contract's audio scale)."""
-    return np.asarray(x, dtype=np.float32) / 32768.0
+    return np.asarray(x, dtype=np.float32) * np.float32(PCM_SCALE)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from megatron_inserter.data.indexed.audio_store import int16_to_float
+from megatron_inserter.data.indexed.audio_store import PCM_SCALE
 
 _STACKED = ("tokens", "labels", "loss_mask", "position_ids")
 
@@ -20,9 +20,11 @@ def collate_batch(samples: list[dict]) -> dict[str, torch.Tensor]:
     batch["loss_mask"] = batch["loss_mask"].float()
     clips = [c for s in samples for c in s["audio"]]
     lengths = [len(c) for c in clips]
-    audio = np.zeros((len(clips), max(lengths, default=0)), dtype=np.float32)
+    audio = np.empty((len(clips), max(lengths, default=0)), dtype=np.float32)
     for i, c in enumerate(clips):
-        audio[i, : len(c)] = int16_to_float(c)
+        audio[i, : len(c)] = c
+        audio[i, len(c):] = 0.0
+    audio *= np.float32(PCM_SCALE)  # int16 -> [-1, 1), exact in float32
     batch["audio"] = torch.from_numpy(audio)
     batch["audio_lengths"] = torch.tensor(lengths, dtype=torch.int64)
     batch["num_padding"] = torch.tensor([int(s.get("num_padding", 0)) for s in samples], dtype=torch.int64)

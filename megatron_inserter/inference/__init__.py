@@ -1,0 +1,1 @@
+"""Generation from prompts that mix speech and text."""
