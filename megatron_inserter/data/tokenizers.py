@@ -17,8 +17,8 @@ import io
 import json
 import os
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 TOKENIZER_TYPES = ("sentencepiece", "huggingface")
 _TYPE_ALIASES = {

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from megatron_inserter.models import specs
 from megatron_inserter.runtime import cpu_compat
 
 
@@ -49,26 +50,11 @@ def pad_vocab_size(vocab_size: int, divisible_by: int, tensor_model_parallel_siz
 
 
 def use_transformer_engine() -> bool:
-    if not torch.cuda.is_available():
-        return False
-    try:
-        import transformer_engine  # noqa: F401
-    except Exception:
-        return False
-    return True
+    return specs.use_transformer_engine()
 
 
 def gpt_layer_spec(use_te: bool | None = None, normalization: str = "RMSNorm"):
-    from megatron.core.models.gpt.gpt_layer_specs import (
-        get_gpt_layer_local_spec,
-        get_gpt_layer_with_transformer_engine_spec,
-    )
-
-    if use_te is None:
-        use_te = use_transformer_engine()
-    if use_te:
-        return get_gpt_layer_with_transformer_engine_spec()
-    return get_gpt_layer_local_spec(normalization=normalization)
+    return specs.gpt_layer_spec(use_te, normalization)
 
 
 def transformer_config(cfg: LLMConfig, **overrides):
@@ -107,16 +93,17 @@ def transformer_config(cfg: LLMConfig, **overrides):
 
 
 def build_gpt(cfg: LLMConfig, config, pre_process: bool = True, post_process: bool = True,
-              vp_stage: int | None = None, tensor_model_parallel_size: int = 1, layer_spec=None):
-    """Build one pipeline chunk of the GPTModel."""
+              vp_stage: int | None = None, tensor_model_parallel_size: int = 1, layer_spec=None,
+              **gpt_kwargs):
+    """Build one pipeline chunk of the GPTModel. ``gpt_kwargs`` go to GPTModel (e.g.
+    ``scatter_embedding_sequence_parallel=False`` when the caller splices the embeddings itself)."""
     from megatron.core.models.gpt import GPTModel
 
-    kwargs = {}
     if vp_stage is not None:
-        kwargs["vp_stage"] = vp_stage
+        gpt_kwargs["vp_stage"] = vp_stage
     return GPTModel(
         config=config,
-        transformer_layer_spec=layer_spec or gpt_layer_spec(),
+        transformer_layer_spec=specs.block_spec(layer_spec or gpt_layer_spec(), config, vp_stage),
         vocab_size=cfg.padded_vocab_size(tensor_model_parallel_size),
         max_sequence_length=cfg.max_position_embeddings,
         pre_process=pre_process,
@@ -124,5 +111,5 @@ def build_gpt(cfg: LLMConfig, config, pre_process: bool = True, post_process: bo
         share_embeddings_and_output_weights=cfg.tie_embeddings,
         position_embedding_type="rope",
         rotary_base=int(cfg.rotary_base) if float(cfg.rotary_base).is_integer() else cfg.rotary_base,
-        **kwargs,
+        **gpt_kwargs,
     )

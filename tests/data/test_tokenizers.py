@@ -1,6 +1,7 @@
 import json
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +17,7 @@ TEXTS = [
 def test_sentencepiece_training_is_deterministic_and_round_trips_exactly(tmp_path):
     a = train_sentencepiece(TEXTS, str(tmp_path / "a.model"), vocab_size=400)
     b = train_sentencepiece(TEXTS, str(tmp_path / "b.model"), vocab_size=400)
-    assert open(a, "rb").read() == open(b, "rb").read()
+    assert Path(a).read_bytes() == Path(b).read_bytes()
     tok = build_tokenizer("sentencepiece", a)
     for text in TEXTS[:3] + ["unseen 龘 characters  and\nnewlines  "]:
         ids = tok.tokenize(text)
@@ -47,7 +48,7 @@ def test_tokenizer_survives_pickling(tmp_path):
 
 
 def _hf_tokenizer_dir(path, with_audio_tokens: bool) -> str:
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_preprocess import train_tokenizer, write_shards  # noqa: E402
+from bench_preprocess import train_tokenizer, write_shards
 
 
 def loader_rate(ds, batch: int, workers: int, collate, max_batches: int) -> float:
@@ -91,8 +91,7 @@ def main() -> None:
         write_shards(shards, args.docs, seed=7)
     jsonl = os.path.join(work, "text.jsonl")
     with open(jsonl, "w", encoding="utf-8") as f:  # the same documents as plain text, for the GPT baseline
-        for text in corpus_texts([shards]):
-            f.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+        f.writelines(json.dumps({"text": text}, ensure_ascii=False) + "\n" for text in corpus_texts([shards]))
     tok_path = os.path.join(work, "tok.model")
     if not os.path.exists(tok_path):
         train_tokenizer(jsonl, tok_path)

@@ -11,7 +11,7 @@ A blend of several prefixes is a megatron-core ``BlendedDataset``; it needs an i
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
 from megatron.core.datasets.utils import get_blend_from_list
@@ -20,7 +20,7 @@ from megatron_inserter.data.indexed.dataset import InterleavedDataset, Interleav
 from megatron_inserter.models.frames import FrameSpec
 
 
-def parse_blend(data_path: Sequence[str]) -> tuple[list[str], Optional[list[float]]]:
+def parse_blend(data_path: Sequence[str]) -> tuple[list[str], list[float] | None]:
     """``--data-path`` values -> (prefixes, weights or None): ``["0.4", "A", "0.6", "B"]`` or ``["A", "B"]``."""
     items = [p for p in data_path if p.strip()]
     if not items:
@@ -37,20 +37,20 @@ def dataset_config(
     seq_length: int,
     seed: int,
     tokenizer,
-    frame_spec: FrameSpec = FrameSpec(),
+    frame_spec: FrameSpec | None = None,
     path_to_cache: str | None = None,
     mid_level_dataset_surplus: float = 0.005,
 ) -> InterleavedDatasetConfig:
     return InterleavedDatasetConfig(
         random_seed=seed, sequence_length=seq_length, blend=parse_blend(data_path), split=split,
-        tokenizer=tokenizer, frame_spec=frame_spec, path_to_cache=path_to_cache,
+        tokenizer=tokenizer, frame_spec=frame_spec or FrameSpec(), path_to_cache=path_to_cache,
         mid_level_dataset_surplus=mid_level_dataset_surplus,
     )
 
 
 def build_datasets(
     config: InterleavedDatasetConfig,
-    num_samples: Sequence[Optional[int]] = (None, None, None),
+    num_samples: Sequence[int | None] = (None, None, None),
     is_built_on_rank: Callable[[], bool] | None = None,
 ):
     """(train, valid, test): each an InterleavedDataset, a BlendedDataset of them, or None (empty split).

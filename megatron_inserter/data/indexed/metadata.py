@@ -39,7 +39,7 @@ class TokenizerInfo:
     audio_placeholder_id: int
 
     @classmethod
-    def of(cls, tokenizer) -> "TokenizerInfo":
+    def of(cls, tokenizer) -> TokenizerInfo:
         return cls(tokenizer.tokenizer_type, str(tokenizer.tokenizer_model), tokenizer.vocab_size,
                    tokenizer.vocab_hash(), **tokenizer.special_ids())
 
@@ -62,7 +62,7 @@ class DatasetMetadata:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)
 
     @classmethod
-    def from_dict(cls, d: dict, path: str = "<memory>") -> "DatasetMetadata":
+    def from_dict(cls, d: dict, path: str = "<memory>") -> DatasetMetadata:
         if d.get("format") != FORMAT:
             raise ValueError(f"{path}: not a {FORMAT} metadata file (format={d.get('format')!r})")
         if d.get("version") != VERSION:

@@ -18,11 +18,17 @@ import shutil
 import sys
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
 
 from megatron_inserter.data.indexed.metadata import DatasetMetadata, TokenizerInfo, meta_path, write_metadata
-from megatron_inserter.data.indexed.sources import InputRange, expand_inputs, plan_partitions, read_jsonl, read_shard
+from megatron_inserter.data.indexed.sources import (
+    InputRange,
+    expand_inputs,
+    plan_partitions,
+    read_jsonl,
+    read_shard,
+)
 from megatron_inserter.data.indexed.writer import InterleavedWriter, dataset_files, output_prefixes
 from megatron_inserter.data.tokenizers import build_tokenizer
 from megatron_inserter.models.frames import SAMPLE_RATE
@@ -110,11 +116,14 @@ def preprocess(cfg: PreprocessConfig) -> dict:
                            cfg.tokenizer_model, cfg.json_key, with_audio) for i, p in enumerate(plan)]
     part_stats = _run_partitions(tasks, cfg)
 
-    merged = os.path.join(tmp_dir, "merged")
-    writer = InterleavedWriter(merged, tokenizer, with_audio)
-    for task in tasks:
-        writer.add_partition(task.prefix)
-    writer.finalize()
+    if len(tasks) == 1:  # nothing to merge: publish the partition itself (no copy of the data)
+        merged = tasks[0].prefix
+    else:
+        merged = os.path.join(tmp_dir, "merged")
+        writer = InterleavedWriter(merged, tokenizer, with_audio)
+        for task in tasks:
+            writer.add_partition(task.prefix)
+        writer.finalize()
 
     totals = _sum_stats(part_stats)
     stats = {
@@ -188,13 +197,10 @@ def _run_partitions(tasks: list[PartitionTask], cfg: PreprocessConfig) -> list[d
             futures = {pool.submit(run_partition, t): t.index for t in todo}
             pending = set(futures)
             while pending:
+                finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
                 _drain(queue, bar)
-                finished = [f for f in pending if f.done()]
                 for f in finished:
                     results[futures[f]] = f.result()
-                    pending.discard(f)
-                if pending:
-                    time.sleep(0.2)
             _drain(queue, bar)
     if bar is not None:
         bar.close()

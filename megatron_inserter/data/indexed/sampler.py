@@ -7,7 +7,7 @@ yielded after N samples, for any data-parallel size as long as the global order 
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 
 class PretrainingBatchSampler:

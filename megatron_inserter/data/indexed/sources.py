@@ -11,13 +11,14 @@ so merging them in order gives exactly the document order of a single sequential
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import os
 import tarfile
 import zlib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -70,9 +71,10 @@ def expand_inputs(inputs: list[str]) -> tuple[str, list[str]]:
     """Directories, globs and files -> (kind, sorted file list). All inputs must be of one kind."""
     files: list[str] = []
     for item in inputs:
-        if os.path.isdir(item):
-            found = sorted(os.path.join(item, n) for n in os.listdir(item)
-                           if n.endswith(SHARD_EXTENSIONS + JSONL_EXTENSIONS) and not n.startswith("stats"))
+        if os.path.isdir(item):  # a shard directory (its stats*.json are not inputs), else jsonl files
+            names = sorted(os.listdir(item))
+            found = [os.path.join(item, n) for n in names if n.endswith(SHARD_EXTENSIONS)] or [
+                os.path.join(item, n) for n in names if n.endswith((".jsonl", ".jsonl.zst"))]
         elif any(c in item for c in "*?["):
             found = sorted(glob.glob(item))
         else:
@@ -97,7 +99,7 @@ def plan_partitions(files: list[str], num_partitions: int) -> list[list[InputRan
             size = os.path.getsize(f)
             pieces = -(-num_partitions // len(files))
             cuts = [_line_start(f, size * i // pieces) for i in range(pieces)] + [size]
-            for a, b in zip(cuts[:-1], cuts[1:]):
+            for a, b in itertools.pairwise(cuts):
                 if b > a:
                     ranges.append(InputRange(f, a, b))
                     sizes.append(b - a)
@@ -203,7 +205,7 @@ def _grouped_members(path: str, skipped: Counter) -> Iterator[tuple[str, dict[st
 def _split_key(name: str) -> tuple[str, str]:
     """webdataset's rule: the key is the path up to the first dot of the file name."""
     directory, base = os.path.split(name)
-    stem, dot, ext = base.partition(".")
+    stem, _, ext = base.partition(".")
     return (os.path.join(directory, stem) if directory else stem), ext
 
 

@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 from collections import Counter
-from typing import Iterator
+from collections.abc import Iterator
 
 from megatron_inserter.data.indexed.sources import InputRange, expand_inputs, read_jsonl, read_shard_texts
 from megatron_inserter.data.tokenizers import build_tokenizer, train_sentencepiece

@@ -21,9 +21,10 @@ from collections import Counter
 
 import numpy as np
 import torch
-from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder, get_bin_path, get_idx_path
+from megatron.core.datasets.indexed_dataset import get_bin_path, get_idx_path
 
 from megatron_inserter.data.indexed.audio_store import AUDIO_DTYPE, AUDIO_SUFFIX
+from megatron_inserter.data.indexed.builder import CompactIndexedDatasetBuilder
 from megatron_inserter.data.indexed.metadata import MODE_SPEECH, MODE_TEXT
 from megatron_inserter.data.indexed.sources import Document, SkipDocument
 from megatron_inserter.models.frames import SAMPLE_RATE
@@ -46,7 +47,7 @@ class InterleavedWriter:
         self.with_audio = with_audio
         self._markers = np.array(tokenizer.audio_special_ids, dtype=np.int64)
         self.builders = {
-            role: IndexedDatasetBuilder(get_bin_path(p), dtype=AUDIO_DTYPE if role == "audio" else TOKEN_DTYPE,
+            role: CompactIndexedDatasetBuilder(get_bin_path(p), dtype=AUDIO_DTYPE if role == "audio" else TOKEN_DTYPE,
                                         multimodal=role != "audio")
             for role, p in self.prefixes.items()
         }
@@ -123,7 +124,7 @@ class InterleavedWriter:
             modes.append(MODE_TEXT)
 
     def add_partition(self, prefix: str) -> None:
-        """Append a finished partition (same layout) with megatron-core's ``add_index``."""
+        """Append a finished partition (same layout) with ``add_index``."""
         for role, p in output_prefixes(prefix, self.with_audio).items():
             self.builders[role].add_index(p)
 

@@ -11,8 +11,8 @@ import gzip
 import io
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from megatron_inserter.data.synth.language import guess_language, normalize_language
 

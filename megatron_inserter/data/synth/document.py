@@ -109,7 +109,7 @@ def build_sample(doc: Document, cfg: SynthConfig, backend: TTSBackend) -> tuple[
         members[name] = encode_flac(a)
         segments.append({
             "type": "speech", "text": req.text, "speaker": req.speaker, "duration": len(a) / SAMPLE_RATE,
-            "sample_rate": SAMPLE_RATE, "num_samples": int(len(a)), "audio": name,
+            "sample_rate": SAMPLE_RATE, "num_samples": len(a), "audio": name,
         })
         stats.speech_seconds += len(a) / SAMPLE_RATE
     stats.spans += len(kept)

@@ -33,7 +33,12 @@ from megatron_inserter.data.synth.shards import (
 )
 from megatron_inserter.data.synth.spans import warm_up_segmenter
 from megatron_inserter.data.synth.stats import SynthStats, merge
-from megatron_inserter.data.synth.tts import TTSRequest, TTSUnavailableError, build_backend, check_backend_inputs
+from megatron_inserter.data.synth.tts import (
+    TTSRequest,
+    TTSUnavailableError,
+    build_backend,
+    check_backend_inputs,
+)
 
 MAX_ATTEMPTS_PER_UNIT = 2
 PROBE_TEXT = {"en": "Hello there, this is a test.", "zh": "你好，这是一个测试。"}

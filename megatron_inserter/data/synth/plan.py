@@ -10,8 +10,8 @@ only the lines of its own units, so no rank needs a precomputed index of the inp
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from megatron_inserter.data.synth.config import ShardSize
 from megatron_inserter.data.synth.corpus import InputFile, iter_raw_lines

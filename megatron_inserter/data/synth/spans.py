@@ -28,6 +28,7 @@ import numpy as np
 # Closing punctuation that belongs to the word before it (kept inside a span that ends at that word).
 TRAILING_PUNCT = set(",.!?;:'\")]}，。！？；：、”’」』）】》…—～")
 _EN_SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s|$)")
+SENTENCE_TRIALS = 8  # random selections tried per document; the one nearest the target wins
 _ZH_SENTENCE_END = re.compile(r"[。！？；]+[”’」』）)]*|[.!?]+[\"'”’)\]]*(?=\s|$)")
 
 
@@ -162,26 +163,30 @@ def _select_sentence_spans(words, text, lang, cfg: SpanConfig, rng: np.random.Ge
     if len(sentences) < 2:
         return []
     target = cfg.ratio * len(words)
+    best: tuple[float, set[int]] | None = None
+    for _ in range(SENTENCE_TRIALS):
+        chosen = _greedy_sentences([c for _, _, c in sentences], target, rng)
+        miss = abs(sum(sentences[i][2] for i in chosen) - target)
+        if best is None or miss < best[0]:
+            best = (miss, chosen)
+    return [Span(*sentences[i]) for i in sorted(best[1])]
+
+
+def _greedy_sentences(counts: list[int], target: float, rng: np.random.Generator) -> set[int]:
+    """Non-adjacent sentences in a random order while they fit, then the one free sentence (if any) that
+    brings the total nearest to ``target``. Never empty."""
     chosen: set[int] = set()
     spoken = 0
-    too_long: list[int] = []
-    for i in rng.permutation(len(sentences)).tolist():
-        if spoken >= target:
-            break
-        if i - 1 in chosen or i + 1 in chosen:
-            continue
-        if sentences[i][2] <= target - spoken:
+    for i in rng.permutation(len(counts)).tolist():
+        if i - 1 not in chosen and i + 1 not in chosen and counts[i] <= target - spoken:
             chosen.add(i)
-            spoken += sentences[i][2]
-        else:
-            too_long.append(i)
-    remaining = target - spoken
-    free = [i for i in too_long if i - 1 not in chosen and i + 1 not in chosen]
-    if remaining > 0 and free:
-        i = free[0]
-        if not chosen or rng.random() < remaining / sentences[i][2]:
+            spoken += counts[i]
+    free = [i for i in range(len(counts)) if i not in chosen and i - 1 not in chosen and i + 1 not in chosen]
+    if free:
+        i = min(free, key=lambda j: abs(spoken + counts[j] - target))
+        if not chosen or abs(spoken + counts[i] - target) < abs(spoken - target):
             chosen.add(i)
-    return [Span(*sentences[i]) for i in sorted(chosen)]
+    return chosen
 
 
 def select_spans(text: str, lang: str, cfg: SpanConfig, rng: np.random.Generator) -> SpanSelection:

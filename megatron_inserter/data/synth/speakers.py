@@ -38,7 +38,7 @@ class EspeakSpeaker:
         return f"espeak:{self.voice_name}:p{self.pitch}:r{self.rate}"
 
     @classmethod
-    def from_id(cls, speaker_id: str) -> "EspeakSpeaker":
+    def from_id(cls, speaker_id: str) -> EspeakSpeaker:
         try:
             tag, name, pitch, rate = speaker_id.split(":")
             voice, variant = name.split("+")

@@ -27,7 +27,7 @@ class SynthStats:
     def skip(self, reason: str, n: int = 1) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + n
 
-    def add(self, other: "SynthStats") -> "SynthStats":
+    def add(self, other: SynthStats) -> SynthStats:
         for f in fields(self):
             a, b = getattr(self, f.name), getattr(other, f.name)
             setattr(self, f.name, dict(Counter(a) + Counter(b)) if isinstance(a, dict) else a + b)
@@ -37,7 +37,7 @@ class SynthStats:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SynthStats":
+    def from_dict(cls, d: dict) -> SynthStats:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

@@ -7,6 +7,8 @@ import numpy as np
 
 from megatron_inserter.models.frames import FrameSpec, num_audio_frames, split_windows, window_frames
 
+DEFAULT_SPEC = FrameSpec()
+
 
 def stored_layout(doc: dict, tok) -> tuple[list[list[int]], list[int], list[np.ndarray]]:
     """(sequences, modes, span pcm) of a document as ``inserter preprocess`` stores it."""
@@ -33,7 +35,7 @@ def stored_layout(doc: dict, tok) -> tuple[list[list[int]], list[int], list[np.n
     return seqs, modes, spans
 
 
-def expanded_stream(doc: dict, tok, spec: FrameSpec = FrameSpec()) -> tuple[list[int], list[np.ndarray]]:
+def expanded_stream(doc: dict, tok, spec: FrameSpec = DEFAULT_SPEC) -> tuple[list[int], list[np.ndarray]]:
     """Training tokens of a document (placeholders expanded) and its audio clips (encoder windows)."""
     seqs, modes, spans = stored_layout(doc, tok)
     tokens, clips, k = [], [], 0

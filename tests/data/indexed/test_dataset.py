@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -11,7 +10,7 @@ from megatron_inserter.models.frames import FrameSpec, num_audio_frames
 from tests.data.indexed.expected import expanded_stream
 
 
-def _train(prefix, tok, cache, seq=128, seed=1234, spec=FrameSpec(), split="1,0,0"):
+def _train(prefix, tok, cache, seq=128, seed=1234, spec=None, split="1,0,0"):
     cfg = dataset_config([prefix], split, seq_length=seq, seed=seed, tokenizer=tok, frame_spec=spec,
                          path_to_cache=cache)
     return build_datasets(cfg)[0]
@@ -146,3 +145,14 @@ def test_collate_produces_the_batch_contract(tiny_dataset, tiny_tokenizer, cache
     text_only["audio"] = []
     empty = collate_batch([text_only])
     assert empty["audio"].shape == (0, 0) and empty["audio_lengths"].shape == (0,)
+
+
+def test_dataset_pickles_for_spawned_loader_workers(tiny_dataset, tiny_tokenizer, cache_dir):
+    import pickle
+
+    ds = _train(tiny_dataset, tiny_tokenizer, cache_dir)
+    back = pickle.loads(pickle.dumps(ds))
+    for i in (0, len(ds) - 1):
+        a, b = ds[i], back[i]
+        assert torch.equal(a["tokens"], b["tokens"]) and len(a["audio"]) == len(b["audio"])
+        assert all(np.array_equal(x, y) for x, y in zip(a["audio"], b["audio"]))

@@ -1,6 +1,7 @@
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,7 +37,7 @@ def test_shards_round_trip_into_text_audio_and_asr_datasets(tiny_dataset, tiny_d
             assert list(asr.text[a0 + 1][0]) == tok.tokenize(seg["text"]) + [tok.eod_id]
             span += 1
     assert span == ds.num_spans == asr.num_documents
-    stats = json.load(open(tiny_dataset + ".stats.json"))
+    stats = json.loads(Path(tiny_dataset + ".stats.json").read_text())
     samples = sum(len(s["pcm"]) for doc in tiny_docs for s in doc["segments"] if s["type"] == "speech")
     assert stats["documents"] == len(tiny_docs) and stats["skipped_total"] == 0
     assert stats["speech_hours"] == pytest.approx(samples / 16000 / 3600)
@@ -51,14 +52,12 @@ def test_two_partitions_on_two_workers_equal_one(tmp_path, tiny_dataset, tiny_sh
     one = _files(tiny_dataset)
     assert [n.replace("tiny", "par") for n in one] == _files(prefix)
     for name in one:
+        a, b = Path(os.path.dirname(tiny_dataset), name), Path(tmp_path, name.replace("tiny", "par"))
         if name.endswith(".meta.json"):
-            a, b = json.load(open(os.path.join(os.path.dirname(tiny_dataset), name))), json.load(
-                open(os.path.join(tmp_path, name.replace("tiny", "par"))))
-            assert a["num_tokens"] == b["num_tokens"] and a["tokenizer"] == b["tokenizer"]
-            continue
-        with open(os.path.join(os.path.dirname(tiny_dataset), name), "rb") as f1, \
-                open(os.path.join(tmp_path, name.replace("tiny", "par")), "rb") as f2:
-            assert f1.read() == f2.read(), name
+            ma, mb = json.loads(a.read_text()), json.loads(b.read_text())
+            assert ma["num_tokens"] == mb["num_tokens"] and ma["tokenizer"] == mb["tokenizer"]
+        else:
+            assert a.read_bytes() == b.read_bytes(), name
 
 
 def test_corrupt_members_and_a_truncated_shard_are_counted_skips(tmp_path, tiny_tokenizer_path):
@@ -77,7 +76,7 @@ def test_corrupt_members_and_a_truncated_shard_are_counted_skips(tmp_path, tiny_
             if i == bad_json:
                 sample["json"] = b"{not json"
             w.write(sample)
-    good = open(shard_dir / "tiny-00000-000000.tar", "rb").read()
+    good = (shard_dir / "tiny-00000-000000.tar").read_bytes()
     (shard_dir / "tiny-00000-000002.tar").write_bytes(good[: len(good) // 2])  # cut mid-member
     stats = preprocess(PreprocessConfig([str(shard_dir)], str(tmp_path / "out"), "sentencepiece",
                                         tiny_tokenizer_path, progress=False))
@@ -100,8 +99,8 @@ def test_jsonl_text_byte_range_partitions_equal_one(tmp_path, tiny_docs, tiny_to
                                             progress=False))
         assert stats["skipped"] == {"bad_json": 1, "missing_json_key": 1}
         outs.append(prefix)
-    assert open(outs[0] + ".bin", "rb").read() == open(outs[1] + ".bin", "rb").read()
-    assert open(outs[0] + ".idx", "rb").read() == open(outs[1] + ".idx", "rb").read()
+    for ext in (".bin", ".idx"):
+        assert Path(outs[0] + ext).read_bytes() == Path(outs[1] + ext).read_bytes()
     ds = InterleavedLowLevelDataset(outs[0], tiny_tokenizer)
     assert ds.audio is None and ds.num_documents == len(tiny_docs)
     text = "".join(s["text"] for s in tiny_docs[5]["segments"])

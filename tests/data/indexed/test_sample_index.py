@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -44,7 +46,7 @@ def test_cuts_never_split_a_span_and_are_as_long_as_allowed(layout, drop_last):
     assert starts[0] == 0 and np.all(np.diff(starts) > 0) and np.all(np.diff(starts) <= seq)
     for b in starts[1:]:
         assert not any(p < b <= q for p, q in spans), "a sample boundary inside a speech span"
-    for i, (a, b) in enumerate(zip(starts[:-1], starts[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(starts)):
         natural = a + seq
         if not drop_last and i == len(starts) - 2 and a + seq > total - 1:
             natural = total - 1  # the final partial sample

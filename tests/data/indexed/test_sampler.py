@@ -2,7 +2,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from megatron_inserter.data.indexed import PretrainingBatchSampler, build_datasets, collate_batch, dataset_config
+from megatron_inserter.data.indexed import (
+    PretrainingBatchSampler,
+    build_datasets,
+    collate_batch,
+    dataset_config,
+)
 
 
 def _loader(ds, consumed, mbs=2, rank=0, dp=1, workers=0):

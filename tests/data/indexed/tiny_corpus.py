@@ -12,8 +12,7 @@ import random
 import numpy as np
 import soundfile as sf
 
-WORDS_EN = ("the quick brown fox jumps over a lazy dog while speech models learn to listen and read "
-            "interleaved text with synthesized audio spans").split()
+WORDS_EN = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "speech", "models", "learn", "to", "listen", "and", "read", "interleaved", "text", "with", "synthesized", "audio", "spans"]
 WORDS_ZH = list("语音模型学习理解文本和合成音频的交错数据")
 
 
@@ -85,8 +84,7 @@ def shard_sample(doc: dict) -> dict:
 
 def write_jsonl(docs: list[dict], path: str) -> str:
     with open(path, "w", encoding="utf-8") as f:
-        for doc in docs:
-            f.write(json.dumps({"text": "".join(s["text"] for s in doc["segments"])}, ensure_ascii=False) + "\n")
+        f.writelines(json.dumps({"text": "".join(s["text"] for s in doc["segments"])}, ensure_ascii=False) + "\n" for doc in docs)
     return path
 
 

@@ -19,7 +19,13 @@ import subprocess
 import numpy as np
 
 from megatron_inserter.data.synth.speakers import ESPEAK_VOICES, EspeakSpeaker, espeak_speaker_pool
-from megatron_inserter.data.synth.tts.base import TTSBackend, TTSError, TTSRequest, TTSUnavailableError, to_16k
+from megatron_inserter.data.synth.tts.base import (
+    TTSBackend,
+    TTSError,
+    TTSRequest,
+    TTSUnavailableError,
+    to_16k,
+)
 
 # Values from espeak-ng/speak_lib.h (API revision 12).
 AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -54,10 +60,10 @@ def _load_library() -> ctypes.CDLL:
 class EspeakLibrary:
     """The in-process engine. One per process (espeak-ng cannot be re-initialized after espeak_Terminate)."""
 
-    _instance: "EspeakLibrary | None" = None
+    _instance: EspeakLibrary | None = None
 
     @classmethod
-    def get(cls) -> "EspeakLibrary":
+    def get(cls) -> EspeakLibrary:
         if cls._instance is None:
             cls._instance = cls()
         return cls._instance

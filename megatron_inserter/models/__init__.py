@@ -1,0 +1,16 @@
+"""The speech-text model.
+
+  frames.py          how many placeholder positions a clip occupies (shared with the data pipeline)
+  config.py          EncoderConfig, AdapterConfig, InserterModelConfig (pure data; ``frame_spec()``)
+  presets.py         named presets: ``InserterModelConfig.from_name("tiny")``
+  llm.py             the GPTModel LLM (Qwen2 / Llama shapes)
+  specs.py           megatron-core layer specs (TE on CUDA, local otherwise)
+  melspec.py         Whisper log-mel on the model's device
+  encoder.py         Whisper encoder on megatron-core
+  adapter.py         pooling/stacking + projection to the LLM width
+  inserter.py        InserterModel: encoder + adapter + GPTModel, audio spliced into the embeddings
+  context_parallel.py  CP slicing
+  builder.py         ``build_model_chunks`` / ``model_provider``
+
+Importing this package is light; megatron-core is imported by the modules that need it.
+"""

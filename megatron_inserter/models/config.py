@@ -1,0 +1,121 @@
+"""Configuration of the speech-text model: encoder, adapter, LLM, and how they are tied together.
+
+Pure data (no megatron-core import), so the data pipeline can ask a preset for its ``FrameSpec``:
+
+    cfg = InserterModelConfig.from_name("tiny").with_tokenizer(tokenizer)
+    spec = cfg.frame_spec()          # placeholders per clip: frames.num_audio_frames(n, spec)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from megatron_inserter.models.frames import SAMPLE_RATE, FrameSpec
+from megatron_inserter.models.llm import LLMConfig
+
+INPUT_MODES = ("masked", "window")
+ADAPTER_KINDS = ("pool-linear", "stack-mlp")
+
+
+@dataclass
+class EncoderConfig:
+    """Whisper encoder shapes and input handling (see ``encoder.py`` for the two input modes)."""
+
+    num_layers: int
+    hidden_size: int  # Whisper's d_model
+    num_attention_heads: int
+    ffn_hidden_size: int
+    num_mel_bins: int = 128
+    max_source_positions: int = 1500
+    layernorm_epsilon: float = 1e-5
+    conv_stride: int = 2
+    n_fft: int = 400
+    hop_length: int = 160
+    window_seconds: float = 30.0
+    input_mode: str = "masked"
+    window_key_padding_mask: bool = True  # window mode: Qwen2-Audio (True) or plain Whisper (False)
+
+    def __post_init__(self):
+        if self.input_mode not in INPUT_MODES:
+            raise ValueError(f"encoder input_mode must be one of {INPUT_MODES}, got {self.input_mode!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"encoder hidden_size {self.hidden_size} is not divisible by "
+                             f"num_attention_heads {self.num_attention_heads}")
+        if self.num_mel_bins not in (80, 128):
+            raise ValueError(f"num_mel_bins must be 80 (Whisper <= v2) or 128 (large-v3), got {self.num_mel_bins}")
+        if self.positions_per_window > self.max_source_positions:
+            raise ValueError(f"a {self.window_seconds} s window gives {self.positions_per_window} encoder "
+                             f"positions but max_source_positions is {self.max_source_positions}")
+
+    @property
+    def positions_per_window(self) -> int:
+        mel = int(round(self.window_seconds * SAMPLE_RATE)) // self.hop_length
+        return (mel - 1) // self.conv_stride + 1
+
+
+@dataclass
+class AdapterConfig:
+    """``pool-linear`` (Qwen2-Audio) or ``stack-mlp``; ``downsample`` is FrameSpec.adapter_downsample."""
+
+    kind: str = "pool-linear"
+    downsample: int = 2
+    ffn_hidden_size: int | None = None  # stack-mlp only; default: the LLM width
+
+    def __post_init__(self):
+        if self.kind not in ADAPTER_KINDS:
+            raise ValueError(f"adapter kind must be one of {ADAPTER_KINDS}, got {self.kind!r}")
+        if self.downsample < 1:
+            raise ValueError(f"adapter downsample must be >= 1, got {self.downsample}")
+
+    @property
+    def pools_before_encoder_norm(self) -> bool:
+        return self.kind == "pool-linear"
+
+
+@dataclass
+class InserterModelConfig:
+    name: str
+    encoder: EncoderConfig
+    adapter: AdapterConfig
+    llm: LLMConfig
+    audio_placeholder_id: int = 151646  # Qwen2-Audio's <|AUDIO|>
+    freeze_encoder: bool = False
+    freeze_adapter: bool = False
+    freeze_llm: bool = False
+    notes: dict = field(default_factory=dict)
+
+    def frame_spec(self) -> FrameSpec:
+        """The FrameSpec this model's encoder + adapter realise (placeholders per clip)."""
+        return FrameSpec(
+            sample_rate=SAMPLE_RATE,
+            hop_length=self.encoder.hop_length,
+            conv_stride=self.encoder.conv_stride,
+            adapter_downsample=self.adapter.downsample,
+            max_window_seconds=self.encoder.window_seconds,
+        )
+
+    @classmethod
+    def from_name(cls, name: str, **overrides) -> "InserterModelConfig":
+        """A registered preset (see ``presets.PRESETS``); ``overrides`` as in ``replace``."""
+        from megatron_inserter.models.presets import get_preset
+
+        return get_preset(name).replace(**overrides)
+
+    def replace(self, *, vocab_size: int | None = None, audio_placeholder_id: int | None = None,
+                **fields) -> "InserterModelConfig":
+        """A copy with top-level fields replaced; ``vocab_size`` goes to the LLM."""
+        new = dataclasses.replace(self, **fields)
+        if vocab_size is not None:
+            new.llm = dataclasses.replace(new.llm, vocab_size=int(vocab_size))
+        if audio_placeholder_id is not None:
+            new.audio_placeholder_id = int(audio_placeholder_id)
+        return new
+
+    def with_tokenizer(self, tokenizer) -> "InserterModelConfig":
+        """Vocabulary size and placeholder id from a tokenizer (``data.tokenizers`` interface)."""
+        if tokenizer.audio_placeholder_id >= tokenizer.vocab_size:
+            raise ValueError(f"tokenizer placeholder id {tokenizer.audio_placeholder_id} is outside its "
+                             f"vocabulary of {tokenizer.vocab_size}")
+        return self.replace(vocab_size=tokenizer.vocab_size,
+                            audio_placeholder_id=tokenizer.audio_placeholder_id)

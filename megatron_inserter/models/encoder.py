@@ -1,0 +1,139 @@
+"""Whisper speech encoder on megatron-core: log-mel, two 1-D convolutions, sinusoidal positions, a
+bidirectional pre-LayerNorm TransformerBlock (tensor parallel), a final LayerNorm.
+
+Parameter names (local spec; ``<-`` is the Hugging Face ``WhisperEncoder`` / ``Qwen2AudioEncoder`` name,
+``audio_tower.`` prefix in Qwen2-Audio):
+
+  encoder.conv1.weight / .bias                               <- conv1.weight / .bias  [d, mels, 3]
+  encoder.conv2.weight / .bias                               <- conv2.weight / .bias  [d, d, 3], stride 2
+  encoder.position_embeddings   (buffer, [1500, d])          <- embed_positions.weight
+  encoder.transformer.layers.{i}.input_layernorm.weight/.bias         <- layers.{i}.self_attn_layer_norm
+  encoder.transformer.layers.{i}.self_attention.linear_qkv.weight/.bias
+                                                             <- layers.{i}.self_attn.{q,k,v}_proj, see below
+  encoder.transformer.layers.{i}.self_attention.linear_proj.weight/.bias <- layers.{i}.self_attn.out_proj
+  encoder.transformer.layers.{i}.pre_mlp_layernorm.weight/.bias       <- layers.{i}.final_layer_norm
+  encoder.transformer.layers.{i}.mlp.linear_fc1.weight/.bias          <- layers.{i}.fc1
+  encoder.transformer.layers.{i}.mlp.linear_fc2.weight/.bias          <- layers.{i}.fc2
+  encoder.final_layernorm.weight / .bias                     <- layer_norm
+
+  With the Transformer Engine spec the two per-layer norms are fused into the next linear:
+  ``input_layernorm.{weight,bias}`` -> ``self_attention.linear_qkv.layer_norm_{weight,bias}`` and
+  ``pre_mlp_layernorm.{weight,bias}`` -> ``mlp.linear_fc1.layer_norm_{weight,bias}``; dist checkpoints use
+  the TE names for both specs.
+
+  linear_qkv (megatron-core's fused layout, heads = query groups for Whisper): the output rows are grouped
+  per head h as [q_h (head_dim rows); k_h (head_dim); v_h (head_dim)], i.e. weight.view(heads, 3, head_dim,
+  d) holds q/k/v of head h at [h, 0], [h, 1], [h, 2]; the bias likewise. Whisper's k_proj has no bias:
+  write zeros. A key bias is a no-op under softmax (it adds q.b_k to every score of a query, a constant per
+  row), so its gradient is zero up to rounding and it stays near zero in training.
+
+Two input modes:
+  masked (default): each clip's ``n // 160`` mel frames; mel frames and the first convolution's output past
+    a clip's end are zeroed (the zero padding a lone clip would see), padded keys are masked in attention,
+    so a clip's output does not depend on what it is batched with. Positions 0..t-1.
+  window: Whisper / Qwen2-Audio semantics. Every clip zero-padded to 30 s (3000 mel frames, 1500 positions).
+    Whisper attends to all 1500 positions (``window_key_padding_mask=False``); Qwen2-Audio masks keys at and
+    past ``(L - 1) // 2 + 1`` with ``L = ceil(n / 160)``, the mel length its feature extractor reports
+    (``window_key_padding_mask=True``). Nothing else is masked: the padded mel frames go through the
+    convolutions as in Hugging Face.
+
+Where the pooling sits: Qwen2-Audio average-pools (kernel 2, stride 2) *before* the final LayerNorm
+(``avg_pooler`` then ``layer_norm``). ``forward(before_final_norm=...)`` takes the adapter's downsampling for
+that; see ``adapter.py``. Output lengths (frames per clip) follow ``frames.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from megatron.core.transformer.module import MegatronModule
+from megatron.core.transformer.spec_utils import build_module
+from megatron.core.transformer.transformer_block import TransformerBlock
+
+from megatron_inserter.models.config import EncoderConfig
+from megatron_inserter.models.melspec import LogMel
+
+__all__ = ["EncoderConfig", "SpeechEncoder", "sinusoids"]
+
+def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> torch.Tensor:
+    """Whisper's position table: [sin | cos] halves, geometric timescales from 1 to ``max_timescale``."""
+    if channels % 2:
+        raise ValueError(f"sinusoidal positions need an even width, got {channels}")
+    increment = math.log(max_timescale) / (channels // 2 - 1)
+    inv_timescales = torch.exp(-increment * torch.arange(channels // 2, dtype=torch.float32))
+    scaled = torch.arange(length, dtype=torch.float32)[:, None] * inv_timescales[None, :]
+    return torch.cat([torch.sin(scaled), torch.cos(scaled)], dim=1)
+
+
+def _conv_out(frames: torch.Tensor, stride: int) -> torch.Tensor:
+    """Frames after the stride-``stride`` convolution (k=3, pad=1); 0 stays 0."""
+    return torch.where(frames > 0, torch.div(frames - 1, stride, rounding_mode="floor") + 1,
+                       torch.zeros_like(frames))
+
+
+class SpeechEncoder(MegatronModule):
+    """Audio [n, samples] + lengths -> frames [n, t, d] and per-clip frame counts."""
+
+    def __init__(self, cfg: EncoderConfig, config, layer_spec, norm_module):
+        super().__init__(config=config)
+        self.cfg = cfg
+        d = cfg.hidden_size
+        dtype = config.params_dtype
+        self.log_mel = LogMel(cfg.num_mel_bins, cfg.n_fft, cfg.hop_length, window_seconds=cfg.window_seconds)
+        self.conv1 = torch.nn.Conv1d(cfg.num_mel_bins, d, kernel_size=3, padding=1, dtype=dtype)
+        self.conv2 = torch.nn.Conv1d(d, d, kernel_size=3, stride=cfg.conv_stride, padding=1, dtype=dtype)
+        with torch.no_grad():
+            for conv in (self.conv1, self.conv2):
+                config.init_method(conv.weight)
+                conv.bias.zero_()
+        self.register_buffer("position_embeddings", sinusoids(cfg.max_source_positions, d), persistent=True)
+        self.transformer = TransformerBlock(config=config, spec=layer_spec, pre_process=True, post_process=False)
+        self.final_layernorm = build_module(norm_module, config=config, hidden_size=d,
+                                            eps=cfg.layernorm_epsilon)
+
+    def set_input_tensor(self, input_tensor) -> None:
+        # The encoder always starts from audio on the first pipeline stage.
+        pass
+
+    def _convolve(self, mel: torch.Tensor, mel_frames: torch.Tensor | None) -> torch.Tensor:
+        dtype = self.conv1.weight.dtype
+        x = F.gelu(self.conv1(mel.to(dtype)))
+        if mel_frames is not None:  # masked mode: what conv2's zero padding would see for a lone clip
+            valid = torch.arange(x.shape[-1], device=x.device)[None, :] < mel_frames[:, None]
+            x = x * valid[:, None, :].to(x.dtype)
+        return F.gelu(self.conv2(x))
+
+    def forward(self, audio: torch.Tensor, audio_lengths: torch.Tensor,
+                before_final_norm: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.cfg
+        lengths = audio_lengths.to(device=audio.device, dtype=torch.long)
+        mel_frames = torch.div(lengths, cfg.hop_length, rounding_mode="floor")
+        if cfg.input_mode == "window":
+            if audio.shape[0] and int(lengths.max()) > self.log_mel.window_samples:
+                raise ValueError(f"a clip of {int(lengths.max())} samples is longer than the encoder window "
+                                 f"({self.log_mel.window_samples}); split clips with frames.split_windows")
+            x = self._convolve(self.log_mel.window_mode(audio, lengths), None)
+            if cfg.window_key_padding_mask:
+                hf_mel = torch.clamp(torch.div(lengths + cfg.hop_length - 1, cfg.hop_length, rounding_mode="floor"),
+                                     max=self.log_mel.window_frames)
+                attend = _conv_out(hf_mel, cfg.conv_stride)
+            else:
+                attend = torch.full_like(lengths, x.shape[-1])
+        else:
+            mel, mel_frames = self.log_mel.masked_mode(audio, lengths)
+            x = self._convolve(mel, mel_frames)
+            attend = _conv_out(mel_frames, cfg.conv_stride)
+        frames = _conv_out(mel_frames, cfg.conv_stride)
+        t = x.shape[-1]
+        if t > cfg.max_source_positions:
+            raise ValueError(f"{t} encoder positions exceed max_source_positions {cfg.max_source_positions}")
+        h = x.permute(2, 0, 1) + self.position_embeddings[:t, None, :].to(x.dtype)  # [t, n, d]
+        pad = torch.arange(t, device=h.device)[None, :] >= attend[:, None]
+        h = self.transformer(hidden_states=h.contiguous(), attention_mask=pad[:, None, None, :])
+        h = h.transpose(0, 1)  # [n, t, d]
+        if before_final_norm is not None:
+            h, frames = before_final_norm(h, frames)
+        return self.final_layernorm(h), frames

@@ -1,0 +1,207 @@
+"""Training checkpoints with megatron-core dist_checkpointing: parallelism-agnostic and published atomically.
+
+Layout of ``--save DIR``::
+
+    DIR/iter_0000100/                     one dist checkpoint (model, optimizer, RNG shards + common.pt)
+    DIR/latest_checkpointed_iteration.txt the published iteration, written last
+
+A checkpoint is written into ``iter_XXXXXXX.tmp``, renamed to ``iter_XXXXXXX`` once every rank has
+finished, and only then published by atomically replacing the tracker file. Readers go through the
+tracker only, so a directory left behind by a killed save (``.tmp``, or renamed but not yet published)
+is never taken as the latest.
+
+Contents: the model chunks' sharded state, the optimizer's sharded state (plain or distributed optimizer,
+fully reshardable formats), the LR scheduler, one RNG state object per rank, and in the common part the
+iteration, consumed samples, the arguments and the parallel layout. Model weights load at any TP/PP/VPP;
+the optimizer state reshards too, except between the plain and the distributed optimizer (a clear error
+suggests ``--no-load-optim``); RNG states are restored only at the same layout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.distributed as dist
+
+from megatron_inserter.training import rng_state
+
+logger = logging.getLogger(__name__)
+TRACKER = "latest_checkpointed_iteration.txt"
+FORMAT_VERSION = 1
+_OPTIM_METADATA = {"distrib_optim_sharding_type": "fully_sharded_model_space", "chained_optim_avoid_prefix": True}
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainState:
+    iteration: int = 0
+    consumed_train_samples: int = 0
+    layout: dict = field(default_factory=dict)  # tp, pp, vp, cp, dp, world_size
+    distributed_optimizer: bool = False
+
+
+def iteration_dir(root: str, iteration: int) -> str:
+    return os.path.join(root, f"iter_{iteration:07d}")
+
+
+def read_tracker(root: str) -> int | None:
+    """The published iteration in ``root``, or None when nothing was ever published."""
+    path = os.path.join(root, TRACKER)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        text = f.read().strip()
+    try:
+        return int(text)
+    except ValueError:
+        raise CheckpointError(f"{path} holds {text!r}, not an iteration number") from None
+
+
+def resolve_load_dir(path: str) -> str | None:
+    """``--load`` target: a directory with a tracker (its published iteration) or one iteration directory."""
+    if os.path.isfile(os.path.join(path, "metadata.json")):
+        if path.rstrip("/").endswith(".tmp"):
+            raise CheckpointError(f"{path} is an unfinished save (.tmp); load a published iteration")
+        return path
+    it = read_tracker(path)
+    if it is None:
+        return None
+    ckpt = iteration_dir(path, it)
+    if not os.path.isfile(os.path.join(ckpt, "metadata.json")):
+        raise CheckpointError(f"{os.path.join(path, TRACKER)} names iteration {it} but {ckpt} is missing or "
+                              f"incomplete (no metadata.json)")
+    return ckpt
+
+
+def _model_key(i: int, n: int) -> str:
+    return "model" if n == 1 else f"model{i}"
+
+
+def unwrap(chunk):
+    """The model inside mcore DDP / Float16Module wrappers (their state dicts carry a ``module.`` prefix)."""
+    from megatron.core.distributed import DistributedDataParallel
+    from megatron.core.transformer.module import Float16Module
+
+    while isinstance(chunk, (DistributedDataParallel, Float16Module)):
+        chunk = chunk.module
+    return chunk
+
+
+def _model_state(chunks) -> dict:
+    return {_model_key(i, len(chunks)): unwrap(c).sharded_state_dict() for i, c in enumerate(chunks)}
+
+
+def _rng_object(state):
+    from megatron.core.dist_checkpointing import ShardedObject
+
+    return ShardedObject("rng_state", state, (dist.get_world_size(),), (dist.get_rank(),), replica_id=0)
+
+
+def _write_tracker(root: str, iteration: int) -> None:
+    tmp = os.path.join(root, f".{TRACKER}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(f"{iteration}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(root, TRACKER))
+
+
+def save_checkpoint(root: str, state: TrainState, chunks, optimizer, scheduler, args: dict) -> str:
+    """Collective: every rank calls it. Returns the published directory."""
+    from megatron.core import dist_checkpointing
+
+    final = iteration_dir(root, state.iteration)
+    tmp = final + ".tmp"
+    if dist.get_rank() == 0:
+        os.makedirs(root, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+    dist.barrier()
+    model = _model_state(chunks)
+    sharded = dict(model)
+    sharded["optimizer"] = optimizer.sharded_state_dict(model, metadata=_OPTIM_METADATA)
+    sharded["rng_state"] = _rng_object(rng_state.capture())
+    sharded["scheduler"] = scheduler.state_dict()
+    sharded["train_state"] = asdict(state)
+    sharded["args"] = args
+    sharded["format_version"] = FORMAT_VERSION
+    dist_checkpointing.save(sharded, tmp)
+    dist.barrier()
+    if dist.get_rank() == 0:
+        if os.path.exists(final):  # the same iteration saved again (e.g. a resumed run's final save)
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _write_tracker(root, state.iteration)
+    dist.barrier()
+    return final
+
+
+def load_checkpoint(path: str, chunks, optimizer, scheduler, current: TrainState, load_optim: bool = True,
+                    load_rng: bool = True, finetune: bool = False) -> TrainState | None:
+    """Collective. Restores into the given objects; returns the saved TrainState (None: nothing to load)."""
+    from megatron.core import dist_checkpointing
+
+    ckpt = resolve_load_dir(path)
+    if ckpt is None:
+        if not os.path.isdir(path):
+            raise CheckpointError(f"--load {path} does not exist")
+        logger.warning("--load %s holds no published checkpoint (%s); starting from scratch", path, TRACKER)
+        return None
+    common = dist_checkpointing.load_common_state_dict(ckpt)
+    saved = TrainState(**common["train_state"])
+    if finetune:
+        load_optim = load_rng = False
+    if load_optim and saved.distributed_optimizer != current.distributed_optimizer:
+        kinds = {True: "distributed", False: "plain"}
+        raise CheckpointError(
+            f"{ckpt} holds {kinds[saved.distributed_optimizer]} optimizer state but this run uses the "
+            f"{kinds[current.distributed_optimizer]} optimizer; megatron-core cannot convert between them: "
+            f"pass --no-load-optim (weights only) or match --use-distributed-optimizer")
+    same_layout = saved.layout == current.layout
+    if load_rng and not same_layout:
+        if dist.get_rank() == 0:
+            logger.warning("checkpoint layout %s differs from this run's %s: RNG states are not restored",
+                           saved.layout, current.layout)
+        load_rng = False
+    model = _model_state(chunks)
+    request = dict(model)
+    if load_optim:
+        request["optimizer"] = optimizer.sharded_state_dict(model, is_loading=True, metadata=_OPTIM_METADATA)
+    if load_rng:
+        request["rng_state"] = _rng_object(None)
+    try:
+        loaded = dist_checkpointing.load(request, ckpt)
+    except Exception as e:
+        hint = " (retry with --no-load-optim to load the weights only)" if load_optim else ""
+        raise CheckpointError(f"loading {ckpt} failed: {e}{hint}") from e
+    for i, chunk in enumerate(chunks):
+        unwrap(chunk).load_state_dict(loaded[_model_key(i, len(chunks))], strict=True)
+    if load_optim:
+        optimizer.load_state_dict(loaded["optimizer"])
+        scheduler.load_state_dict(common["scheduler"])
+    if load_rng:
+        rng_state.restore(loaded["rng_state"])
+    if finetune:
+        return TrainState(iteration=0, consumed_train_samples=0, layout=saved.layout,
+                          distributed_optimizer=saved.distributed_optimizer)
+    if not load_optim:
+        # The schedule restarts from the checkpoint's iteration even without the optimizer moments.
+        scheduler.num_steps = saved.consumed_train_samples
+        scheduler.step(0)
+    return saved
+
+
+def checkpoint_args(path: str) -> dict:
+    """The arguments a checkpoint was trained with (from its common part; no process group needed)."""
+    ckpt = resolve_load_dir(path)
+    if ckpt is None:
+        raise CheckpointError(f"{path} holds no published checkpoint")
+    common = torch.load(os.path.join(ckpt, "common.pt"), map_location="cpu", weights_only=False)
+    return common["args"]

@@ -1,0 +1,64 @@
+"""Shards read back with webdataset + soundfile match their metadata and their source documents."""
+
+import hashlib
+import io
+import json
+import os
+
+import numpy as np
+import soundfile as sf
+import webdataset as wds
+
+from megatron_inserter.data.synth.shards import ShardWriter, check_run_arguments, RunArgumentsMismatch
+
+
+def read_samples(out):
+    urls = [str(out / p) for p in sorted(os.listdir(out)) if p.endswith(".tar")]
+    return list(wds.WebDataset(urls, shardshuffle=False))
+
+
+def test_round_trip_with_webdataset_and_soundfile(reference_run):
+    _, out, texts = reference_run
+    samples = read_samples(out)
+    assert len(samples) == len(texts)
+    seen = set()
+    for sample in samples:
+        meta = json.loads(sample["json"])
+        assert sample["__key__"] == hashlib.sha1(meta["id"].encode()).hexdigest()
+        assert "".join(seg["text"] for seg in meta["segments"]) == texts[meta["id"]]
+        speech = [seg for seg in meta["segments"] if seg["type"] == "speech"]
+        assert speech and meta["lang"] in ("en", "zh")
+        for i, seg in enumerate(speech):
+            assert seg["audio"] == f"{i}.flac"
+            audio, rate = sf.read(io.BytesIO(sample[seg["audio"]]), dtype="float32")
+            info = sf.info(io.BytesIO(sample[seg["audio"]]))
+            assert rate == seg["sample_rate"] == 16000 and info.subtype == "PCM_16" and info.channels == 1
+            assert len(audio) == seg["num_samples"]
+            assert abs(seg["duration"] - len(audio) / 16000) < 1e-9
+            assert np.abs(audio).max() > 0.01
+        seen.add(meta["id"])
+    assert seen == set(texts)
+
+
+def test_writer_renames_only_when_committed(tmp_path):
+    path = tmp_path / "s-00000-000000.tar"
+    w = ShardWriter(str(path))
+    w.add_sample("k", {"id": "k"}, {"0.flac": b"123"})
+    assert not path.exists() and os.path.basename(w.tmp_path).startswith(".")
+    w.abort()
+    assert os.listdir(tmp_path) == []
+    w = ShardWriter(str(path))
+    w.add_sample("k", {"id": "k"}, {"0.flac": b"123"})
+    w.commit()
+    assert os.listdir(tmp_path) == [path.name]
+
+
+def test_run_arguments_are_stored_and_checked(tmp_path):
+    assert check_run_arguments(str(tmp_path), {"seed": 1, "mode": "word"}) is False
+    assert check_run_arguments(str(tmp_path), {"seed": 1, "mode": "word"}) is True
+    try:
+        check_run_arguments(str(tmp_path), {"seed": 2, "mode": "word"})
+    except RunArgumentsMismatch as e:
+        assert "seed: stored 1, now 2" in str(e) and "new --output-dir" in str(e)
+    else:
+        raise AssertionError("a changed seed must be refused")
