@@ -46,8 +46,8 @@ def generate(model, prompts: list[EncodedPrompt], cfg: GenerationConfig, stop_id
              pad_id: int = 0) -> list[list[int]]:
     """Generated token ids per prompt (without the prompt, without the stop token).
 
-    ``model`` is an InserterModel (TP=PP=1): ``model.embed_inputs(tokens, audio, audio_lengths)`` gives
-    the spliced ``[s, b, h]`` embeddings and ``model.language_model`` is the GPTModel.
+    ``model`` is an InserterModel at TP=PP=1: its GPTModel (``model.language_model``) embeds the text and
+    ``model.splice_audio`` writes the encoder+adapter frames into the placeholder positions.
     """
     if not prompts:
         return []
@@ -67,7 +67,9 @@ def generate(model, prompts: list[EncodedPrompt], cfg: GenerationConfig, stop_id
             tokens[i, : len(p.ids)] = torch.tensor(p.ids)
         tokens = tokens.to(device)
         audio, audio_lengths = pad_clips([c for p in prompts for c in p.clips], device)
-        prompt_emb = model.embed_inputs(tokens[:, :prompt_max], audio, audio_lengths)  # [s, b, h]
+        prompt_tokens = tokens[:, :prompt_max]
+        prompt_emb = model.splice_audio(lm.embedding(input_ids=prompt_tokens, position_ids=None),
+                                        prompt_tokens, audio, audio_lengths)  # [s, b, h]
         in_prompt = (torch.arange(total)[:, None] < lengths[None, :]).to(device)  # [total, b]
 
         generator = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else None
@@ -84,7 +86,7 @@ def generate(model, prompts: list[EncodedPrompt], cfg: GenerationConfig, stop_id
             emb = _embeddings(lm, tokens, prompt_emb, in_prompt, lo, t)
             positions = torch.arange(lo, t, device=device).unsqueeze(0).expand(b, -1)
             logits = lm(input_ids=None, position_ids=positions, attention_mask=None, decoder_input=emb,
-                        inference_context=context)
+                        inference_context=context, runtime_gather_output=True)
             last = logits[:, -1, :]
             chosen = next_tokens(last, cfg.temperature, cfg.top_k, cfg.top_p, generator)
             if context is not None:
