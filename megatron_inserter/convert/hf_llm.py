@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from megatron_inserter.convert import qkv
 from megatron_inserter.convert.errors import ConversionError
 from megatron_inserter.convert.hf_io import HFCheckpoint
 from megatron_inserter.models.llm import LLMConfig
@@ -126,23 +127,11 @@ def head_dim(cfg: LLMConfig) -> int:
 
 
 def fuse_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cfg: LLMConfig) -> torch.Tensor:
-    """[q; k; v] (HF) -> megatron's per-query-group layout [q_g0.., k_g, v_g] for each group g."""
-    g, d = cfg.num_query_groups, head_dim(cfg)
-    per = cfg.num_attention_heads // g
-    rest = q.shape[1:]
-    parts = (q.reshape(g, per * d, *rest), k.reshape(g, d, *rest), v.reshape(g, d, *rest))
-    return torch.cat(parts, dim=1).reshape(g * (per + 2) * d, *rest)
+    return qkv.fuse(q, k, v, cfg.num_attention_heads, cfg.num_query_groups, head_dim(cfg))
 
 
-def split_qkv(qkv: torch.Tensor, cfg: LLMConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    g, d = cfg.num_query_groups, head_dim(cfg)
-    per = cfg.num_attention_heads // g
-    rest = qkv.shape[1:]
-    x = qkv.reshape(g, (per + 2) * d, *rest)
-    q = x[:, : per * d].reshape(g * per * d, *rest)
-    k = x[:, per * d: (per + 1) * d].reshape(g * d, *rest)
-    v = x[:, (per + 1) * d:].reshape(g * d, *rest)
-    return q.contiguous(), k.contiguous(), v.contiguous()
+def split_qkv(fused: torch.Tensor, cfg: LLMConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return qkv.split(fused, cfg.num_attention_heads, cfg.num_query_groups, head_dim(cfg))
 
 
 def pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
@@ -214,11 +203,11 @@ def llm_to_mcore(ckpt: HFCheckpoint, cfg: LLMConfig, names: TextModelNames, padd
     for i in range(cfg.num_layers):
         p, m = f"{b}layers.{i}.", f"{prefix}decoder.layers.{i}."
         yield m + "input_layernorm.weight", ckpt.get(p + "input_layernorm.weight")
-        qkv = [ckpt.get(p + f"self_attn.{x}_proj.weight") for x in "qkv"]
-        yield m + "self_attention.linear_qkv.weight", fuse_qkv(*qkv, cfg)
+        parts = [ckpt.get(p + f"self_attn.{x}_proj.weight") for x in "qkv"]
+        yield m + "self_attention.linear_qkv.weight", fuse_qkv(*parts, cfg)
         if cfg.add_qkv_bias:
-            qkv = [ckpt.get(p + f"self_attn.{x}_proj.bias") for x in "qkv"]
-            yield m + "self_attention.linear_qkv.bias", fuse_qkv(*qkv, cfg)
+            parts = [ckpt.get(p + f"self_attn.{x}_proj.bias") for x in "qkv"]
+            yield m + "self_attention.linear_qkv.bias", fuse_qkv(*parts, cfg)
         yield m + "self_attention.linear_proj.weight", ckpt.get(p + "self_attn.o_proj.weight")
         yield m + "pre_mlp_layernorm.weight", ckpt.get(p + "post_attention_layernorm.weight")
         yield m + "mlp.linear_fc1.weight", (ckpt.get(p + "mlp.gate_proj.weight"), ckpt.get(p + "mlp.up_proj.weight"))
@@ -239,14 +228,22 @@ def llm_group(name: str, prefix: str = "") -> str | None:
 
 
 def llm_to_hf(get: Callable[[str], torch.Tensor], cfg: LLMConfig, names: TextModelNames, layers: list[int] | None,
-              prefix: str = "", include_embeddings: bool = True) -> Iterator[tuple[str, torch.Tensor]]:
-    """HF tensors of the given decoder layers (and, with include_embeddings, embeddings/norm/head)."""
+              prefix: str = "", include_embeddings: bool = True, tied_head: bool = False
+              ) -> Iterator[tuple[str, torch.Tensor]]:
+    """HF tensors of the given decoder layers (and, with include_embeddings, embeddings/norm/head).
+
+    ``tied_head`` writes the head of a tied model as a copy of the embeddings (for wrappers such as
+    Qwen2-Audio whose own head is not tied to the inner model's embeddings).
+    """
     b, v = names.body, cfg.vocab_size
     if include_embeddings:
-        yield f"{b}embed_tokens.weight", get(prefix + "embedding.word_embeddings.weight")[:v].contiguous()
+        embed = get(prefix + "embedding.word_embeddings.weight")[:v].contiguous()
+        yield f"{b}embed_tokens.weight", embed
         yield f"{b}norm.weight", get(prefix + "decoder.final_layernorm.weight")
         if not cfg.tie_embeddings:
             yield names.lm_head, get(prefix + "output_layer.weight")[:v].contiguous()
+        elif tied_head:
+            yield names.lm_head, embed.clone()
     for i in layers or []:
         p, m = f"{b}layers.{i}.", f"{prefix}decoder.layers.{i}."
         yield p + "input_layernorm.weight", get(m + "input_layernorm.weight")
@@ -275,7 +272,7 @@ def set_dtype_field(cfg: dict, dtype: torch.dtype) -> None:
     cfg[key] = _DTYPE_NAMES.get(dtype, str(dtype).replace("torch.", ""))
 
 
-def llm_config_to_hf(cfg: LLMConfig, base: dict | None, dtype: torch.dtype) -> dict:
+def llm_config_to_hf(cfg: LLMConfig, base: dict | None, dtype: torch.dtype | None) -> dict:
     """A Qwen2 / Llama ``config.json`` for ``cfg``: the source config (fields the model does not represent,
     such as token ids, are kept) with every shape field rewritten from ``cfg``."""
     kind = (base or {}).get("model_type") or ("qwen2" if cfg.add_qkv_bias else "llama")
@@ -304,7 +301,8 @@ def llm_config_to_hf(cfg: LLMConfig, base: dict | None, dtype: torch.dtype) -> d
         spec_key = "rope_parameters" if isinstance(out.get("rope_parameters"), dict) else "rope_scaling"
         out[spec_key] = {**(out.get(spec_key) or {}), "rope_type": "llama3", "factor": factor,
                          "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
-    set_dtype_field(out, dtype)
+    if dtype is not None:
+        set_dtype_field(out, dtype)
     return out
 
 

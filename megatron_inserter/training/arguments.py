@@ -68,6 +68,7 @@ class TrainingArguments:
     load_rng: bool = _arg(True, "restore the random-number generator states on --load")
     finetune: bool = _arg(False, "load model weights only and start at iteration 0")
     # Evaluation
+    skip_train: bool = _arg(False, "no training steps: validate once (after --load) and exit")
     eval_interval: int = _arg(1000, "iterations between validation runs")
     eval_iters: int = _arg(100, "global batches per validation run (0 disables validation)")
     # Data

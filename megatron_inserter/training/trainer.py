@@ -96,7 +96,9 @@ class Trainer:
         window = {"seconds": 0.0, "iters": 0}  # step time only: validation and checkpoints excluded
         has_valid = a.eval_iters > 0 and _any_rank(valid_ds is not None)
         last_saved, start_iteration = None, self.state.iteration
-        while self.state.iteration < a.train_iters:
+        if a.skip_train and has_valid:
+            self._validate(valid_ds, logger, result, dev)
+        while self.state.iteration < a.train_iters and not a.skip_train:
             t0 = time.perf_counter()
             record = self._step(source)
             window["seconds"] += time.perf_counter() - t0

@@ -73,6 +73,7 @@ def validate(args: TrainingArguments, world_size: int, cuda: bool, transformer_e
     _check(args.exit_interval is None or args.exit_interval >= 1, "--exit-interval must be >= 1", p)
     _check(not args.finetune or args.load is not None, "--finetune needs --load", p)
     _check(args.eval_iters >= 0, "--eval-iters must be >= 0", p)
+    _check(not args.skip_train or args.eval_iters > 0, "--skip-train with --eval-iters 0 has nothing to do", p)
     _check(args.eval_interval >= 1, "--eval-interval must be >= 1", p)
     _check(args.num_workers >= 0, "--num-workers must be >= 0", p)
     _check(args.after_speech_window >= 1, "--after-speech-window must be >= 1", p)

@@ -1,6 +1,6 @@
 """Run converted checkpoints at TP=1, TP=2 and PP=2 and hand back their logits (used by the parity tests).
 
-The functions run inside ``tests.harness.run_distributed`` processes (gloo, CPU). Pipeline stages pass
+``logits`` runs inside ``tests.harness.run_distributed`` processes (gloo, CPU). Pipeline stages pass
 activations with plain point-to-point sends, so the logits are those of one full forward pass.
 """
 
@@ -27,8 +27,7 @@ def _pipeline_forward(chunk, run_stage, pp: int):
 
     if pp == 1:
         return run_stage(chunk, None)
-    rank = ps.get_pipeline_model_parallel_rank()
-    if rank == 0:
+    if ps.get_pipeline_model_parallel_rank() == 0:
         hidden = run_stage(chunk, None).contiguous()
         dist.send(torch.tensor(hidden.shape), ps.get_pipeline_model_parallel_next_rank())
         dist.send(hidden, ps.get_pipeline_model_parallel_next_rank())
@@ -40,39 +39,59 @@ def _pipeline_forward(chunk, run_stage, pp: int):
     return run_stage(chunk, hidden)
 
 
-def gpt_logits(rank, world_size, checkpoints: dict, tokens: torch.Tensor, layouts: dict | None = None) -> dict:
-    """{(name, layout): logits [b, s, vocab]} for every checkpoint and layout (only on ranks holding them).
-
-    ``layouts`` maps a checkpoint name to the layouts it runs at (default: all of LAYOUTS).
-    """
+def _build(checkpoint: str, tp: int):
+    """The model a converted checkpoint describes (model_config.json), built for the current layout."""
     from megatron.core import parallel_state as ps
 
     from megatron_inserter.convert.layout import read_model_config
-    from megatron_inserter.models.llm import LLMConfig, build_gpt, transformer_config
+    from megatron_inserter.convert.model_config import from_dict
+    from megatron_inserter.models.builder import build_model_chunks
+    from megatron_inserter.models.llm import build_gpt, transformer_config
+
+    kind, cfg = from_dict(read_model_config(checkpoint))
+    if kind == "gpt":
+        config = transformer_config(cfg, tensor_model_parallel_size=tp,
+                                    pipeline_model_parallel_size=ps.get_pipeline_model_parallel_world_size())
+        chunk = build_gpt(cfg, config, pre_process=ps.is_pipeline_first_stage(),
+                          post_process=ps.is_pipeline_last_stage(), tensor_model_parallel_size=tp,
+                          parallel_output=False)
+        return chunk, cfg.vocab_size
+    (chunk,) = build_model_chunks(cfg)
+    return chunk, cfg.llm.vocab_size
+
+
+def logits(rank, world_size, jobs: list[dict]) -> dict:
+    """{(job name, layout): logits [b, s, vocab]} on the ranks holding the last pipeline stage.
+
+    A job is {"name", "checkpoint", "layouts": [...], "batch": {"tokens", and for InSerter models
+    "audio", "audio_lengths"}}.
+    """
     from megatron_inserter.runtime import ParallelConfig, initialize_parallel
 
     out = {}
-    positions = torch.arange(tokens.shape[1]).unsqueeze(0).expand_as(tokens)
     for layout, (tp, pp) in LAYOUTS.items():
+        todo = [job for job in jobs if layout in job["layouts"]]
+        if not todo:
+            continue
         initialize_parallel(ParallelConfig(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp))
-        for name, ckpt in checkpoints.items():
-            if layouts and layout not in layouts.get(name, LAYOUTS):
-                continue
-            cfg = LLMConfig(**read_model_config(ckpt)["llm"])
-            config = transformer_config(cfg, tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp)
-            chunk = build_gpt(cfg, config, pre_process=ps.is_pipeline_first_stage(),
-                              post_process=ps.is_pipeline_last_stage(), tensor_model_parallel_size=tp,
-                              parallel_output=False)
-            _load(chunk, ckpt)
+        for job in todo:
+            chunk, vocab = _build(job["checkpoint"], tp)
+            _load(chunk, job["checkpoint"])
             chunk.eval()
+            batch = job["batch"]
+            tokens = batch["tokens"]
+            positions = torch.arange(tokens.shape[1]).unsqueeze(0).expand_as(tokens)
 
-            def run_stage(model, hidden):
+            def run_stage(model, hidden, batch=batch, tokens=tokens, positions=positions):
                 if hidden is not None:
                     model.set_input_tensor(hidden)
                 with torch.no_grad():
-                    return model(tokens if hidden is None else None, positions, None)
+                    if "audio" in batch:
+                        return model(tokens, positions, None, audio=batch["audio"],
+                                     audio_lengths=batch["audio_lengths"], runtime_gather_output=True)
+                    return model(tokens, positions, None)
 
-            logits = _pipeline_forward(chunk, run_stage, pp)
-            if logits is not None:
-                out[(name, layout)] = logits[..., : cfg.vocab_size].float()
+            result = _pipeline_forward(chunk, run_stage, pp)
+            if result is not None:
+                out[(job["name"], layout)] = result[..., :vocab].float()
     return out

@@ -27,6 +27,15 @@ def train_history(rank, world_size, argv) -> list[dict]:
     return result.history
 
 
+def train_histories(rank, world_size, argvs) -> list[list[dict]]:
+    """Several runs one after another in this process (each sets up and tears down its process groups)."""
+    return [train_history(rank, world_size, argv) for argv in argvs]
+
+
+def train_results(rank, world_size, argvs) -> list[dict]:
+    return [train_result(rank, world_size, argv) for argv in argvs]
+
+
 def train_result(rank, world_size, argv):
     from megatron_inserter.runtime import destroy_parallel
     from megatron_inserter.training.arguments import parse_args

@@ -2,7 +2,7 @@
 
 from tests.harness import run_distributed
 from tests.training.corpus import build_corpus
-from tests.training.runs import common_flags, train_history
+from tests.training.runs import common_flags, train_histories, train_history
 
 KEYS = ("iteration", "lm loss", "loss after speech", "loss after text", "lr", "consumed_samples", "grad_norm")
 
@@ -13,9 +13,10 @@ def _rows(history):
 
 def test_six_steps_straight_equal_three_plus_resumed_three(tmp_path):
     tok, prefix = build_corpus(str(tmp_path / "corpus"))
-    straight = run_distributed(train_history, 1, common_flags(tok, prefix))[0]
     ckpt = str(tmp_path / "ckpt")
-    first = run_distributed(train_history, 1, common_flags(tok, prefix, save=ckpt, exit_interval=3))[0]
+    straight, first = run_distributed(train_histories, 1, [
+        common_flags(tok, prefix), common_flags(tok, prefix, save=ckpt, exit_interval=3)])[0]
+    # The resumed half runs in a fresh process: nothing carries over but the checkpoint.
     second = run_distributed(train_history, 1, common_flags(tok, prefix, save=ckpt, load=ckpt))[0]
 
     assert [h["iteration"] for h in first] == [1, 2, 3]

@@ -173,7 +173,8 @@ def _run_partitions(tasks: list[PartitionTask], cfg: PreprocessConfig) -> list[d
     todo = []
     for t in tasks:
         done = t.prefix + ".done.json"
-        if os.path.exists(done):
+        files = [f for p in output_prefixes(t.prefix, t.with_audio).values() for f in dataset_files(p)]
+        if os.path.exists(done) and all(map(os.path.exists, files)):
             with open(done, encoding="utf-8") as f:
                 results[t.index] = json.load(f)
         else:

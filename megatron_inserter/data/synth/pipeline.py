@@ -1,8 +1,10 @@
 """Runs a synthesis: plans this rank's units, skips finished ones, runs the rest in worker processes.
 
-Every unit runs in a freshly forked process (the parent never synthesizes), so a shard's bytes depend
-only on its unit, not on which worker made it or what that worker made before (espeak-ng keeps state
-between calls). Up to ``--workers`` such processes run at once. A worker that dies is retried once; a
+Every unit runs in a fresh process forked from a clean fork server (which never synthesizes), so a
+shard's bytes depend only on its unit, not on which worker made it or what that worker made before
+(espeak-ng keeps state between calls). The fork server is started by exec, so forking stays safe even
+when the calling process runs threads (torch, a test runner). Up to ``--workers`` such processes run
+at once. A worker that dies is retried once; a
 unit that fails twice is reported and the run exits non-zero, and running the same command again
 retries it (finished shards are skipped).
 """
@@ -31,7 +33,6 @@ from megatron_inserter.data.synth.shards import (
     remove_stale_temporaries,
     shard_stem,
 )
-from megatron_inserter.data.synth.spans import warm_up_segmenter
 from megatron_inserter.data.synth.stats import SynthStats, merge
 from megatron_inserter.data.synth.tts import (
     TTSRequest,
@@ -57,14 +58,27 @@ class RunResult:
         return not self.failed_units
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Linux: get SIGKILLed when the parent dies, so a killed run leaves no orphan writing shards."""
+def _die_with_parent(main_pid: int) -> None:
+    """Linux: get SIGKILLed when the fork server dies (it exits with the main process), so a killed run
+    leaves no orphan writing shards."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        return
-    if os.getppid() != parent_pid:
+        pass
+    try:
+        os.kill(main_pid, 0)
+    except ProcessLookupError:
         os._exit(1)
+
+
+def _context(cfg: SynthConfig):
+    """The fork-server context; the server preloads the synthesis modules (and NeMo for --tts nemo)."""
+    ctx = mp.get_context("forkserver")
+    preload = ["megatron_inserter.data.synth.preload"]
+    if cfg.tts == "nemo":
+        preload.append("nemo.collections.tts.models")
+    ctx.set_forkserver_preload(preload)  # no effect once this process's server runs
+    return ctx
 
 
 def _probe_child(cfg: SynthConfig, conn, parent_pid: int) -> None:
@@ -86,7 +100,7 @@ def _probe_child(cfg: SynthConfig, conn, parent_pid: int) -> None:
 
 def probe_backend(cfg: SynthConfig, timeout: float = 900.0) -> list[str]:
     """Build the backend and speak one phrase per language in a throw-away process; raise with the fix."""
-    ctx = mp.get_context("fork")
+    ctx = _context(cfg)
     parent_conn, child_conn = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_probe_child, args=(cfg, child_conn, os.getpid()), daemon=True)
     proc.start()
@@ -122,7 +136,7 @@ class _Progress:
         if enabled:
             import tqdm
 
-            tqdm.tqdm.monitor_interval = 0  # no monitor thread: the parent forks workers
+            tqdm.tqdm.monitor_interval = 0  # no monitor thread
             self.bar = tqdm.tqdm(desc="synth", unit="doc", file=sys.stderr, dynamic_ncols=True)
 
     def update(self, docs: int, seconds: float) -> None:
@@ -155,11 +169,10 @@ def run_synthesis(cfg: SynthConfig) -> RunResult:
     removed = remove_stale_temporaries(cfg.output_dir, cfg.name, cfg.rank)
     if resuming:
         _log(f"resuming in {cfg.output_dir} (removed {removed} unfinished temporary files)")
-    warm_up_segmenter()
     for w in probe_backend(cfg):
         _log(f"warning: {w}")
 
-    ctx = mp.get_context("fork")
+    ctx = _context(cfg)
     progress_queue = ctx.Queue()
     errors = PlanErrors(files=[])
     units = iter_units(files, cfg.shard_size, cfg.speech_ratio, cfg.rank, cfg.world_size, errors)

@@ -3,16 +3,15 @@
 The models are saved with ``save_to`` and restored through the backend, as real ``.nemo`` files would be.
 """
 
+import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-pytest.importorskip("nemo.collections.tts.models")
+from megatron_inserter.data.synth.tts.base import SAMPLE_RATE, TTSRequest, resampled_length
 
-from omegaconf import OmegaConf  # noqa: E402
-
-from megatron_inserter.data.synth.tts.base import SAMPLE_RATE, TTSRequest, resampled_length  # noqa: E402
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("nemo") is None, reason="NeMo is not installed")
 
 ASSETS = Path(__file__).resolve().parents[4] / "megatron_inserter" / "assets" / "tts"
 
@@ -21,6 +20,7 @@ ASSETS = Path(__file__).resolve().parents[4] / "megatron_inserter" / "assets" / 
 def model_files(tmp_path_factory):
     import torch
     from nemo.collections.tts.models import FastPitchModel, HifiGanModel
+    from omegaconf import OmegaConf
 
     torch.manual_seed(0)
     d = tmp_path_factory.mktemp("nemo_models")
