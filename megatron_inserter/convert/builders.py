@@ -5,7 +5,7 @@ spec, no initialisation) so their sharded state dicts name every tensor as train
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import re
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -103,7 +103,7 @@ def check_shapes(ckpt: HFCheckpoint, shapes: dict[str, tuple[tuple, str]], where
 
 def check_encoder_tensors(ckpt: HFCheckpoint, cfg: EncoderConfig, hf: str, where: str) -> None:
     layer_re = re.compile(re.escape(hf) + r"layers\.(\d+)\.")
-    found = {int(m.group(1)) for k in ckpt.keys() if (m := layer_re.match(k))}
+    found = {int(m.group(1)) for k in ckpt.names() if (m := layer_re.match(k))}
     if found and max(found) + 1 != cfg.num_layers:
         raise ConversionError(f"{where}: encoder_layers={cfg.num_layers} but the weights hold "
                               f"{max(found) + 1} encoder layers ({hf}layers.0-{max(found)})")
@@ -185,8 +185,8 @@ def encoder_config_to_hf(cfg: EncoderConfig, base: dict | None) -> dict:
 
 def projector_to_mcore(ckpt: HFCheckpoint, hf: str, encoder_width: int, llm_width: int, where: str
                        ) -> Iterator[tuple[str, torch.Tensor]]:
-    shapes = {f"{hf}.weight": ((llm_width, encoder_width), f"text_config.hidden_size={llm_width}, "
-                                                         f"audio_config.d_model={encoder_width}"),
+    fields = f"text_config.hidden_size={llm_width}, audio_config.d_model={encoder_width}"
+    shapes = {f"{hf}.weight": ((llm_width, encoder_width), fields),
               f"{hf}.bias": ((llm_width,), f"text_config.hidden_size={llm_width}")}
     check_shapes(ckpt, shapes, where)
     yield "adapter.linear.weight", ckpt.get(f"{hf}.weight")

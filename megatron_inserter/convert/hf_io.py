@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
@@ -70,7 +70,7 @@ class HFCheckpoint:
             except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
                 raise ConversionError(f"{path} is not a readable safetensors file: {e}") from None
             self._handles[name] = handle
-            for key in handle.keys():
+            for key in handle.keys():  # noqa: SIM118 - a safetensors handle, not a dict
                 if key in self._location:
                     raise ConversionError(f"tensor {key} is stored twice ({self._location[key]} and {name})")
                 self._location[key] = name
@@ -80,7 +80,7 @@ class HFCheckpoint:
                     raise ConversionError(f"{INDEX_FILE} puts tensor {key} in {name}, but that file does not hold it")
         self._used: set[str] = set()
 
-    def keys(self) -> list[str]:
+    def names(self) -> list[str]:
         return sorted(self._location)
 
     def __contains__(self, name: str) -> bool:

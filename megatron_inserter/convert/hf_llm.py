@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -176,7 +176,7 @@ def expected_shapes(cfg: LLMConfig, names: TextModelNames, where: str) -> dict[s
 def check_llm_tensors(ckpt: HFCheckpoint, cfg: LLMConfig, names: TextModelNames, where: str) -> None:
     """Every tensor the config implies is present with the implied shape; the layer count matches."""
     layer_re = re.compile(re.escape(names.body) + r"layers\.(\d+)\.")
-    found = {int(m.group(1)) for k in ckpt.keys() if (m := layer_re.match(k))}
+    found = {int(m.group(1)) for k in ckpt.names() if (m := layer_re.match(k))}
     if found and max(found) + 1 != cfg.num_layers:
         raise ConversionError(f"{where}: num_hidden_layers={cfg.num_layers} but the weights hold "
                               f"{max(found) + 1} layers ({names.body}layers.0-{max(found)})")
@@ -186,11 +186,11 @@ def check_llm_tensors(ckpt: HFCheckpoint, cfg: LLMConfig, names: TextModelNames,
         got = ckpt.shape(name)
         if got != shape:
             raise ConversionError(f"tensor {name} has shape {got} but {where} ({fields}) implies {shape}")
-    if cfg.tie_embeddings and names.lm_head in ckpt:
-        if not torch.equal(ckpt.get(names.lm_head), ckpt.get(f"{names.body}embed_tokens.weight")):
-            raise ConversionError(f"{where}: tie_word_embeddings=true but {names.lm_head} differs from "
-                                  f"{names.body}embed_tokens.weight")
-    for key in ckpt.keys():
+    if cfg.tie_embeddings and names.lm_head in ckpt and not torch.equal(
+            ckpt.get(names.lm_head), ckpt.get(f"{names.body}embed_tokens.weight")):
+        raise ConversionError(f"{where}: tie_word_embeddings=true but {names.lm_head} differs from "
+                              f"{names.body}embed_tokens.weight")
+    for key in ckpt.names():
         if key.startswith(names.body) and _IGNORED.match(key):
             ckpt.mark_ignored(key)
 

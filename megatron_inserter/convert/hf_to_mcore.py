@@ -70,6 +70,9 @@ def convert_llm(hf_dir: str, output: str, tp: int = 1, dtype: str = "auto") -> s
 
 def _inserter_padding(cfg: InserterModelConfig, tp: int) -> int:
     check_tensor_parallel(cfg.llm, tp)
+    if cfg.encoder.num_attention_heads % tp:
+        raise ConversionError(f"--target-tensor-parallel-size {tp} does not divide the speech encoder's "
+                              f"encoder_attention_heads={cfg.encoder.num_attention_heads}")
     padded = cfg.llm.padded_vocab_size(1)
     if cfg.llm.padded_vocab_size(tp) != padded:
         raise ConversionError(f"--target-tensor-parallel-size {tp} pads the vocabulary to "
@@ -151,7 +154,7 @@ def compose(llm_dir: str, encoder_dir: str, output: str, tp: int = 1, dtype: str
     hf_llm.check_llm_tensors(llm_ckpt, llm, names, llm_where)
     tower = hf_audio.encoder_prefix(enc_ckpt, ("model.encoder.", "encoder."))
     hf_audio.check_encoder_tensors(enc_ckpt, encoder, tower, enc_where)
-    for key in enc_ckpt.keys():  # the Whisper decoder and output projection are not used
+    for key in enc_ckpt.names():  # the Whisper decoder and output projection are not used
         if not key.startswith(tower):
             enc_ckpt.mark_ignored(key)
     sources = dict(hf_audio.encoder_to_mcore(enc_ckpt, encoder, tower))

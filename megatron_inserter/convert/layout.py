@@ -26,7 +26,7 @@ MODEL_CONFIG = "model_config.json"
 ASSETS = "hf_assets"
 CONVERTED_ITERATION = 0
 # Small files a Hugging Face model directory carries besides its weights and config.
-_ASSET_SUFFIXES = (".json", ".txt", ".model", ".tiktoken", ".jinja", ".py")
+_ASSET_SUFFIXES = (".json", ".txt", ".model", ".tiktoken", ".jinja")
 _NOT_ASSETS = {"config.json", "model.safetensors.index.json"}
 _MAX_ASSET_BYTES = 64 * 1024**2
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import torch
 
@@ -59,5 +59,4 @@ def read_groups(checkpoint: str, builder: Callable[[], torch.nn.Module], group_o
     sharded = model.sharded_state_dict()
     groups = {g: names for g, names in mcore_io.tensor_groups(sharded, lambda n: group_of(n) or "").items() if g}
     loaded = mcore_io.load_groups(sharded, ckpt, groups.values())
-    for group, tensors in zip(groups, loaded):
-        yield group, tensors
+    yield from zip(groups, loaded)

@@ -13,15 +13,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator, Mapping, Union
 
 import torch
 
 from megatron_inserter.convert.errors import ConversionError
 
 # A converted tensor, or the pieces of one that megatron-core saves as separate shards (SwiGLU gate, up).
-Source = Union[torch.Tensor, tuple]
+Source = torch.Tensor | tuple
 
 
 @contextmanager
@@ -55,26 +55,14 @@ def build_on_meta(builder: Callable[[], torch.nn.Module]) -> torch.nn.Module:
         return builder()
 
 
-def _walk(d: dict, visit) -> None:
-    """Call ``visit(container, key, value)`` for every leaf of a nested dict/list state."""
-    items = d.items() if isinstance(d, dict) else enumerate(d)
-    for k, v in list(items):
-        if isinstance(v, (dict, list)):
-            _walk(v, visit)
-        else:
-            visit(d, k, v)
-
-
 def fill_sharded_state(sharded: dict, sources: Mapping[str, Source], dtype: torch.dtype | None) -> dict:
     """Put converted tensors into a meta model's sharded state dict (in place; returns it).
 
-    ``sources`` is keyed by the model's TP=1 state-dict names. Every ShardedTensor must get a source of
-    its exact shape and every source must be used: a mismatch is a converter bug, reported by name.
+    ``sources`` is keyed by the model's TP=1 state-dict names (the keys of its flat sharded state dict).
+    Every tensor must get a source of its exact shape and every source must be used: a mismatch is a
+    converter bug, reported by name. A tuple source gives the pieces megatron-core saves separately.
     """
     from megatron.core.dist_checkpointing.mapping import ShardedTensor, ShardedTensorFactory
-
-    used: set[str] = set()
-    missing: list[str] = []
 
     def cast(t: torch.Tensor) -> torch.Tensor:
         t = t if dtype is None or t.dtype == dtype else t.to(dtype)
@@ -87,47 +75,27 @@ def fill_sharded_state(sharded: dict, sources: Mapping[str, Source], dtype: torc
         t = cast(t)
         return dataclasses.replace(st, data=t, dtype=t.dtype)
 
-    def visit(container, key, value):
-        name = key if isinstance(key, str) else None
-        if isinstance(value, ShardedTensor):
-            name = _state_name(container, key, value)
-            if name not in sources:
-                missing.append(name)
-                return
-            used.add(name)
-            container[key] = put(value, sources[name], name)
-        elif isinstance(value, ShardedTensorFactory):
-            name = _state_name(container, key, value)
-            if name not in sources:
-                missing.append(name)
-                return
-            used.add(name)
-            src = sources[name]
-            if isinstance(src, tuple):
-                built = value.build()
-                built = built if isinstance(built, list) else [built]
-                if len(built) != len(src):
-                    raise ConversionError(f"{name}: the model saves {len(built)} pieces, converter gives {len(src)}")
-                container[key] = [put(st, t, f"{name}[{i}]") for i, (st, t) in enumerate(zip(built, src))]
-            else:
-                value.data = cast(src)
-        del name
-
-    _walk(sharded, visit)
+    tensors = {k: v for k, v in sharded.items() if isinstance(v, (ShardedTensor, ShardedTensorFactory))}
+    missing = [name for name in tensors if name not in sources]
     if missing:
         raise ConversionError(f"the converter produced no value for {len(missing)} model tensors, e.g. "
                               f"{', '.join(missing[:5])}")
-    extra = sorted(set(sources) - used)
+    extra = sorted(set(sources) - set(tensors))
     if extra:
         raise ConversionError(f"converted tensors the model does not have: {', '.join(extra[:5])}")
+    for name, value in tensors.items():
+        src = sources[name]
+        if isinstance(value, ShardedTensor):
+            sharded[name] = put(value, src, name)
+        elif isinstance(src, tuple):
+            built = value.build()
+            built = built if isinstance(built, list) else [built]
+            if len(built) != len(src):
+                raise ConversionError(f"{name}: the model saves {len(built)} pieces, the converter gives {len(src)}")
+            sharded[name] = [put(st, t, f"{name}[{i}]") for i, (st, t) in enumerate(zip(built, src))]
+        else:
+            value.data = cast(src)
     return sharded
-
-
-def _state_name(container, key, value) -> str:
-    # Model sharded state dicts are flat dicts keyed by state-dict name.
-    if not isinstance(key, str):
-        raise ConversionError(f"unexpected nested sharded state for {value.key}")
-    return key
 
 
 def save(sharded: dict, directory: str) -> None:
@@ -195,7 +163,7 @@ def load_groups(sharded: dict, directory: str, groups: Iterable[list[str]]) -> I
         try:
             # Each request is a slice of a stacked tensor, so the whole-tensor coverage check is off.
             loaded = dist_checkpointing.load(request, directory, validate_access_integrity=False)
-        except Exception as e:  # noqa: BLE001 - megatron/DCP raise many types; name what was asked
+        except Exception as e:
             raise ConversionError(f"reading {', '.join(names[:3])} from {directory} failed: {e}") from e
         out = {}
         for name, (value, keys) in plan.items():

@@ -57,9 +57,9 @@ def qwen2_audio(path: str):
 
     torch.manual_seed(3)
     config = Qwen2AudioConfig(
-        audio_config=dict(d_model=32, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=64,
-                          num_mel_bins=80),
-        text_config=dict(model_type="qwen2", rope_theta=1_000_000.0, **_text_config()),
+        audio_config={"d_model": 32, "encoder_layers": 2, "encoder_attention_heads": 4, "encoder_ffn_dim": 64,
+                      "num_mel_bins": 80},
+        text_config={"model_type": "qwen2", "rope_theta": 1_000_000.0, **_text_config()},
         audio_token_index=AUDIO_TOKEN)
     model = _randomise(Qwen2AudioForConditionalGeneration(config), 3)
     model.save_pretrained(path)

@@ -13,12 +13,11 @@ LAYOUTS = {"tp1": (1, 1), "tp2": (2, 1), "pp2": (1, 2)}
 
 
 def _load(chunk, ckpt: str) -> None:
-    from megatron.core import dist_checkpointing
+    """Load as ``inserter train --load CKPT --finetune`` does (weights only, strict)."""
+    from megatron_inserter.training.checkpointing import TrainState, load_checkpoint
 
-    from megatron_inserter.convert.mcore_checkpoint import resolve
-
-    state = dist_checkpointing.load({"model": chunk.sharded_state_dict()}, resolve(ckpt))
-    chunk.load_state_dict(state["model"], strict=True)
+    state = load_checkpoint(ckpt, [chunk], None, None, TrainState(), finetune=True)
+    assert state is not None and state.iteration == 0
 
 
 def _pipeline_forward(chunk, run_stage, pp: int):

@@ -36,6 +36,11 @@ def parity(qwen2, llama3, qwen2_audio, composed):
     return {"results": results, "text": text, "speech": speech}
 
 
+def _read_json(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def _max_diff(parity, name, layout, reference):
     got = parity["results"][(name, layout)]
     assert got.shape == reference.shape
@@ -74,9 +79,10 @@ def test_composed_model_keeps_the_llm_logits(parity, composed, layout):
 
 def test_checkpoint_layout_and_model_config(qwen2_audio):
     root = qwen2_audio["mcore"]
-    assert open(os.path.join(root, "latest_checkpointed_iteration.txt")).read().strip() == "0"
+    with open(os.path.join(root, "latest_checkpointed_iteration.txt")) as f:
+        assert f.read().strip() == "0"
     assert os.path.isfile(os.path.join(root, "iter_0000000", "metadata.json"))
-    meta = json.load(open(os.path.join(root, "model_config.json")))
+    meta = _read_json(os.path.join(root, "model_config.json"))
     assert meta["model_type"] == "inserter"
     assert meta["encoder"]["input_mode"] == "window" and meta["encoder"]["window_key_padding_mask"]
     assert meta["audio_placeholder_id"] == hf_models.AUDIO_TOKEN
@@ -85,7 +91,7 @@ def test_checkpoint_layout_and_model_config(qwen2_audio):
 
 
 def test_composition_takes_the_placeholder_from_the_tokenizer(composed):
-    meta = json.load(open(os.path.join(composed["mcore"], "model_config.json")))
+    meta = _read_json(os.path.join(composed["mcore"], "model_config.json"))
     # 20 words + <|audio_bos|>, <|audio_eos|>, <|AUDIO|> appended by the tokenizer interface.
     assert meta["audio_placeholder_id"] == 22
     assert meta["encoder"]["input_mode"] == "masked" and meta["llm"]["tie_embeddings"]

@@ -12,23 +12,23 @@ def test_output_appears_only_on_success(tmp_path):
     out = tmp_path / "out"
     with staged_directory(str(out)) as tmp:
         assert not out.exists()
-        open(os.path.join(tmp, "a.txt"), "w").write("done")
+        with open(os.path.join(tmp, "a.txt"), "w") as f:
+            f.write("done")
     assert (out / "a.txt").read_text() == "done"
     assert os.listdir(tmp_path) == ["out"]
 
 
 def test_failure_while_writing_removes_the_staging_directory(tmp_path):
     out = tmp_path / "out"
-    with pytest.raises(RuntimeError):
-        with staged_directory(str(out)) as tmp:
-            open(os.path.join(tmp, "half.bin"), "wb").write(b"x")
-            raise RuntimeError("disk full")
+    with pytest.raises(RuntimeError), staged_directory(str(out)) as tmp:
+        with open(os.path.join(tmp, "half.bin"), "wb") as f:
+            f.write(b"x")
+        raise RuntimeError("disk full")
     assert os.listdir(tmp_path) == []
 
 
 def test_an_existing_non_empty_output_is_refused(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "x").write_text("x")
-    with pytest.raises(ConversionError, match="already exists"):
-        with staged_directory(str(tmp_path / "out")):
-            pass
+    with pytest.raises(ConversionError, match="already exists"), staged_directory(str(tmp_path / "out")):
+        pass

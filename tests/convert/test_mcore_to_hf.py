@@ -16,7 +16,7 @@ from tests.convert.conftest import convert
 
 def _tensors(path: str) -> dict[str, torch.Tensor]:
     ckpt = HFCheckpoint(path)
-    return {k: ckpt.get(k) for k in ckpt.keys()}
+    return {k: ckpt.get(k) for k in ckpt.names()}
 
 
 def _config(path: str) -> dict:
@@ -26,8 +26,8 @@ def _config(path: str) -> dict:
 
 def _assert_bitwise_equal(a: dict, b: dict):
     assert sorted(a) == sorted(b)
-    for name in a:
-        assert a[name].dtype == b[name].dtype and torch.equal(a[name], b[name]), name
+    for name, value in a.items():
+        assert value.dtype == b[name].dtype and torch.equal(value, b[name]), name
 
 
 @pytest.mark.parametrize("source", ["qwen2", "llama3", "qwen2_audio"])
@@ -73,7 +73,7 @@ def test_composed_export_holds_the_sources_and_the_seeded_adapter(composed, tmp_
 
     out = str(tmp_path / "qwen2-audio")
     convert("mcore-to-hf", "--load", composed["mcore"], "--output", out, "--dtype", "fp32")
-    model, info = Qwen2AudioForConditionalGeneration.from_pretrained(out, output_loading_info=True)
+    _, info = Qwen2AudioForConditionalGeneration.from_pretrained(out, output_loading_info=True)
     assert not any(info.values()), info
     got = _tensors(out)
     whisper = _tensors(composed["whisper_hf"])

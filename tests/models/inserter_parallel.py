@@ -227,9 +227,19 @@ def context_parallel_checks(rank, world_size):
             "local_len": int(ours["tokens"].shape[1])}
 
 
+def stage_keys(rank, world_size):
+    """Per chunk of this rank under PP=2 x VPP=2: does its checkpoint state hold encoder/adapter keys?"""
+    from megatron_inserter.models.builder import build_model_chunks
+
+    initialize_parallel(ParallelConfig(pipeline_model_parallel_size=2, virtual_pipeline_model_parallel_size=2))
+    state = sharded_state(build_model_chunks(small_config()))
+    return [sorted({k.split(".")[0] for k in state[f"model{i}"]}) for i in range(len(state))]
+
+
 def two_process_suite(rank, world_size, ckpt_dir):
     """Everything that runs on two processes, in one process group (spawning is the slow part)."""
     out = run_layouts(rank, world_size, ckpt_dir, [n for n, v in LAYOUTS.items() if v[0] == 2])
+    out["stage-keys"] = stage_keys(rank, world_size)
     out["text-only"] = text_only_inserter_vs_gpt(rank, world_size, ckpt_dir)
     out["cp"] = context_parallel_checks(rank, world_size)
     return out

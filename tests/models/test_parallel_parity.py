@@ -55,3 +55,9 @@ def test_context_parallel_slicing_matches_megatron_and_cpu_is_refused(two_proces
         assert cp["audio_kept"]
         assert cp["local_len"] == ip.SEQ // 2
         assert cp["refusal"] is not None and "Transformer Engine" in cp["refusal"]
+
+
+def test_encoder_and_adapter_live_only_in_the_first_virtual_chunk_of_stage_0(two_process):
+    rank0, rank1 = (r["stage-keys"] for r in two_process)
+    assert rank0 == [["adapter", "encoder", "language_model"], ["language_model"]]
+    assert rank1 == [["language_model"], ["language_model"]]

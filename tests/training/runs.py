@@ -15,16 +15,25 @@ def common_flags(tok: str, prefix: str, **overrides) -> list[str]:
     return argv + ["--data-path", "0.6", prefix, "0.4", prefix + "_asr"]
 
 
-def train_history(rank, world_size, argv) -> list[dict]:
-    from megatron_inserter.runtime import destroy_parallel
-    from megatron_inserter.training.arguments import parse_args
-    from megatron_inserter.training.trainer import train
+def _teardown() -> None:
+    """Leave the process group so the next run in this process can start its own: every rank moves to a
+    fresh rendezvous port chosen by rank 0 (the old store may outlive the group and hold stale keys)."""
+    import os
 
-    try:
-        result = train(parse_args(argv))
-    finally:
-        destroy_parallel()
-    return result.history
+    import torch.distributed as dist
+
+    from megatron_inserter.runtime import destroy_parallel
+    from tests.harness import free_port
+
+    if dist.is_initialized():
+        port = [free_port() if dist.get_rank() == 0 else None]
+        dist.broadcast_object_list(port, src=0)
+        os.environ["MASTER_PORT"] = str(port[0])
+    destroy_parallel()
+
+
+def train_history(rank, world_size, argv) -> list[dict]:
+    return train_result(rank, world_size, argv)["history"]
 
 
 def train_histories(rank, world_size, argvs) -> list[list[dict]]:
@@ -37,13 +46,12 @@ def train_results(rank, world_size, argvs) -> list[dict]:
 
 
 def train_result(rank, world_size, argv):
-    from megatron_inserter.runtime import destroy_parallel
     from megatron_inserter.training.arguments import parse_args
     from megatron_inserter.training.trainer import train
 
     try:
         result = train(parse_args(argv))
     finally:
-        destroy_parallel()
+        _teardown()
     return {"history": result.history, "validation": result.validation, "checkpoint": result.checkpoint,
             "loss_plot": result.loss_plot}

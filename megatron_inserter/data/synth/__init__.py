@@ -12,5 +12,6 @@ One document travels through these modules in order:
   plan.py      input files -> work units (file, chunk of lines) -> (rank, shard index), a pure function
   worker.py    one work unit -> one shard + its completion manifest, in a fresh process
   pipeline.py  schedules units over worker processes, resumes, shows progress, writes stats
+  config.py    the run's dataclass config; stats.py its counters; preload.py what workers start with
   cli.py       the command line (``inserter synth``)
 """

@@ -90,18 +90,20 @@ def expand_inputs(specs: list[str] | tuple[str, ...]) -> list[InputFile]:
     return out
 
 
-def iter_raw_lines(path: str) -> Iterator[bytes]:
-    """Raw lines of a (possibly compressed) file, without the line terminator."""
+def _open_binary(path: str) -> io.BufferedIOBase:
     if path.endswith(".gz"):
-        stream: io.BufferedIOBase = gzip.open(path, "rb")
-    elif path.endswith((".zst", ".zstd")):
+        return gzip.open(path, "rb")
+    if path.endswith((".zst", ".zstd")):
         import zstandard
 
-        raw = open(path, "rb")
-        stream = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
-    else:
-        stream = open(path, "rb")
-    with stream:
+        raw = open(path, "rb")  # noqa: SIM115 - closed by the reader (closefd=True)
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
+    return open(path, "rb")
+
+
+def iter_raw_lines(path: str) -> Iterator[bytes]:
+    """Raw lines of a (possibly compressed) file, without the line terminator."""
+    with _open_binary(path) as stream:
         for line in stream:
             yield line.rstrip(b"\r\n")
 

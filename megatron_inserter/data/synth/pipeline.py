@@ -128,26 +128,37 @@ def _unit_child(unit: WorkUnit, cfg: SynthConfig, progress, parent_pid: int) -> 
 
 
 class _Progress:
+    """A tqdm bar on a terminal; one log line a minute otherwise (slurm logs)."""
+
+    LOG_EVERY_S = 60.0
+
     def __init__(self, enabled: bool):
+        self.enabled = enabled
         self.docs = 0
         self.speech_seconds = 0.0
-        self.t0 = time.monotonic()
+        self.t0 = self.last_log = time.monotonic()
         self.bar = None
-        if enabled:
+        if enabled and sys.stderr.isatty():
             import tqdm
 
             tqdm.tqdm.monitor_interval = 0  # no monitor thread
             self.bar = tqdm.tqdm(desc="synth", unit="doc", file=sys.stderr, dynamic_ncols=True)
 
+    def _rates(self) -> str:
+        elapsed = max(time.monotonic() - self.t0, 1e-9)
+        return (f"speech {self.speech_seconds / 3600:.2f} h, {self.speech_seconds / 3600 / elapsed:.4f} h/s, "
+                f"{self.speech_seconds / elapsed:.0f}x real time")
+
     def update(self, docs: int, seconds: float) -> None:
         self.docs += docs
         self.speech_seconds += seconds
         if self.bar is not None:
-            elapsed = max(time.monotonic() - self.t0, 1e-9)
             self.bar.update(docs)
-            self.bar.set_postfix_str(
-                f"speech {self.speech_seconds / 3600:.2f} h, {self.speech_seconds / 3600 / elapsed:.4f} h/s, "
-                f"{self.speech_seconds / elapsed:.0f}x real time", refresh=False)
+            self.bar.set_postfix_str(self._rates(), refresh=False)
+        elif self.enabled and time.monotonic() - self.last_log >= self.LOG_EVERY_S:
+            self.last_log = time.monotonic()
+            rate = self.docs / max(self.last_log - self.t0, 1e-9)
+            _log(f"{self.docs} documents ({rate:.1f}/s), {self._rates()}")
 
     def close(self) -> None:
         if self.bar is not None:

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from megatron_inserter.data.synth.config import ShardSize
 from megatron_inserter.data.synth.corpus import InputFile, iter_raw_lines
 
-# FLAC bytes of speech per UTF-8 byte of spoken text, measured with the espeak backend
-# (English ~1.3 kB, Chinese ~0.7 kB per text byte); used only to decide where a shard ends.
-AUDIO_BYTES_PER_TEXT_BYTE = 1000.0
+# FLAC bytes of speech per byte of spoken text, measured with the espeak backend on the demo corpus
+# (English about 1.2 kB, Chinese about 1.8 kB per UTF-8 byte). Only decides where a shard ends; raw lines
+# also hold JSON syntax (and \u escapes), so real shards come out somewhat smaller than the target.
+AUDIO_BYTES_PER_TEXT_BYTE = 1400.0
 
 
 @dataclass
@@ -54,10 +55,6 @@ def iter_units(
         count = 0
         size = 0.0
         mine = unit_index % world_size == rank
-
-        def close():
-            return WorkUnit(unit_index, rank, unit_index // world_size, f, first_line, lines)
-
         line_no = 0
         try:
             for line_no, raw in enumerate(iter_raw_lines(f.path), start=1):
@@ -70,7 +67,7 @@ def iter_units(
                 )
                 if full:
                     if mine:
-                        yield close()
+                        yield WorkUnit(unit_index, rank, unit_index // world_size, f, first_line, lines)
                     unit_index += 1
                     mine = unit_index % world_size == rank
                     lines, count, size, first_line = [], 0, 0.0, line_no + 1
@@ -79,5 +76,5 @@ def iter_units(
                 errors.files.append({"file": f.source, "after_line": line_no, "error": f"{type(e).__name__}: {e}"})
         if count:
             if mine:
-                yield close()
+                yield WorkUnit(unit_index, rank, unit_index // world_size, f, first_line, lines)
             unit_index += 1

@@ -66,8 +66,8 @@ class ShardWriter:
         self.path = path
         d, base = os.path.split(path)
         self.tmp_path = os.path.join(d, f".{base}.tmp-{os.getpid()}")
-        self._file = open(self.tmp_path, "wb")
-        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.GNU_FORMAT)
+        self._file = open(self.tmp_path, "wb")  # noqa: SIM115 - closed by commit() / abort()
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.GNU_FORMAT)  # noqa: SIM115
         self.num_samples = 0
 
     def _add_member(self, name: str, data: bytes) -> None:

@@ -1,5 +1,7 @@
 """One document -> one sample: retries, failed spans falling back to text, the per-document speech cap."""
 
+import itertools
+
 import numpy as np
 
 from megatron_inserter.data.synth.config import SynthConfig
@@ -49,7 +51,7 @@ def _span_texts(sample):
 def _check_layout(sample):
     segs = sample.meta["segments"]
     assert "".join(s["text"] for s in segs) == TEXT
-    for a, b in zip(segs, segs[1:]):
+    for a, b in itertools.pairwise(segs):
         assert not (a["type"] == "text" and b["type"] == "text"), "text pieces must be merged"
     names = [s["audio"] for s in segs if s["type"] == "speech"]
     assert names == [f"{i}.flac" for i in range(len(names))] and set(sample.audio_members) == set(names)

@@ -35,7 +35,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(reference_run, tmp_path):
     assert 0 < done_at_kill < total_units, "the kill must land mid-run"
     assert not (out / "stats.json").exists()
 
-    resumed = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert resumed.returncode == 0, resumed.stderr
     assert f"{done_at_kill} already done" in resumed.stderr
     assert shard_bytes(out) == shard_bytes(ref_out)

@@ -9,7 +9,7 @@ import numpy as np
 import soundfile as sf
 import webdataset as wds
 
-from megatron_inserter.data.synth.shards import ShardWriter, check_run_arguments, RunArgumentsMismatch
+from megatron_inserter.data.synth.shards import RunArgumentsMismatch, ShardWriter, check_run_arguments
 
 
 def read_samples(out):

@@ -146,7 +146,8 @@ class EspeakCommand:
     def synth(self, text: str, voice_name: str, rate: int, pitch: int) -> tuple[np.ndarray, int]:
         cmd = [self.program, "--stdout", "--stdin", "-b", "1", "-v", voice_name, "-s", str(rate), "-p", str(pitch)]
         try:
-            proc = subprocess.run(cmd, input=text.encode("utf-8"), capture_output=True, timeout=120)
+            proc = subprocess.run(cmd, input=text.encode("utf-8"), capture_output=True, timeout=120,
+                                  check=False)
         except subprocess.TimeoutExpired:
             raise TTSError("espeak-ng timed out") from None
         if proc.returncode != 0:

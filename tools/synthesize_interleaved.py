@@ -1,0 +1,9 @@
+#!/usr/bin/env python3
+"""Same as `inserter synth`: a jsonl text corpus -> interleaved speech-text webdataset shards."""
+
+import sys
+
+from megatron_inserter.data.synth.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
