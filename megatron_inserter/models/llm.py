@@ -32,6 +32,9 @@ class LLMConfig:
     norm_epsilon: float = 1e-6
     kv_channels: int | None = None
     make_vocab_size_divisible_by: int = 128
+    # Llama 3.1+ "llama3" RoPE scaling (factor; megatron-core's low/high frequency factors 1 and 4 and
+    # original context 8192 are Llama 3.1's). None = no scaling (Qwen2, Llama 3.0).
+    rope_scaling_factor: float | None = None
     extra: dict = field(default_factory=dict)  # passed through to TransformerConfig
 
     def padded_vocab_size(self, tensor_model_parallel_size: int) -> int:

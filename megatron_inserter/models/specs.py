@@ -27,13 +27,14 @@ def use_transformer_engine() -> bool:
 
 
 class TorchNorm:
-    """``torch.nn.LayerNorm`` / ``torch.nn.RMSNorm`` per ``config.normalization``, sequence-parallel aware."""
+    """``torch.nn.LayerNorm`` / ``torch.nn.RMSNorm`` per ``config.normalization``, sequence-parallel aware,
+    created in ``config.params_dtype`` like every other parameter (so a bf16 model needs no Float16Module)."""
 
     def __new__(cls, config, hidden_size: int, eps: float = 1e-5, **_unused):
         if config.normalization == "LayerNorm":
-            norm = torch.nn.LayerNorm(hidden_size, eps=eps)
+            norm = torch.nn.LayerNorm(hidden_size, eps=eps, dtype=config.params_dtype)
         elif config.normalization == "RMSNorm":
-            norm = torch.nn.RMSNorm(hidden_size, eps=eps)
+            norm = torch.nn.RMSNorm(hidden_size, eps=eps, dtype=config.params_dtype)
         else:
             raise ValueError(f"unsupported normalization {config.normalization!r} (LayerNorm or RMSNorm)")
         for param in norm.parameters():

@@ -29,6 +29,9 @@ The bridges (checked against megatron-core 0.16.1; the call sites are the same i
    (virtual pipeline) schedule an activation and a gradient of equal shape can swap silently.
    ``config_overrides()`` turns batching off; megatron-core's unbatched path separates the two
    directions on two communicators. Applied to every TransformerConfig the package builds.
+5. ``LanguageModule.setup_embeddings_and_output_layer`` moves the shared embedding to the GPU with
+   ``weight.data.cuda()`` before all-reducing it between the first and last pipeline stage (tied
+   embeddings with PP > 1). The bridge runs that method with ``Tensor.cuda`` as the identity.
 
 Not bridged, by design: the distributed optimizer refuses CPU parameters (use the plain Megatron
 optimizer on CPU; ``training`` picks it), and Transformer Engine / apex are never imported on CPU.
@@ -237,6 +240,19 @@ def _cpu_clip_grad_by_total_norm_fp32(parameters, max_norm, total_norm, use_deco
             grad.detach().mul_(clip_coeff)
 
 
+def _with_tensor_cuda_as_identity(method):
+    def wrapper(self, *args, **kwargs):
+        original = torch.Tensor.cuda
+        torch.Tensor.cuda = lambda t, *a, **k: t
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            torch.Tensor.cuda = original
+
+    wrapper.__wrapped__ = method
+    return wrapper
+
+
 def apply() -> bool:
     """Bridge megatron-core's CUDA-only call sites when CUDA is unavailable. Returns True if applied."""
     global _APPLIED, _PROXY
@@ -260,6 +276,11 @@ def apply() -> bool:
     from megatron.core.optimizer import clip_grads
 
     clip_grads.clip_grad_by_total_norm_fp32 = _cpu_clip_grad_by_total_norm_fp32
+
+    from megatron.core.models.common.language_module.language_module import LanguageModule
+
+    LanguageModule.setup_embeddings_and_output_layer = _with_tensor_cuda_as_identity(
+        LanguageModule.setup_embeddings_and_output_layer)
     for name, module in list(sys.modules.items()):
         if name.startswith("megatron.core.optimizer") and hasattr(module, "clip_grad_by_total_norm_fp32"):
             module.clip_grad_by_total_norm_fp32 = _cpu_clip_grad_by_total_norm_fp32

@@ -185,14 +185,15 @@ def load_checkpoint(path: str, chunks, optimizer, scheduler, current: TrainState
         unwrap(chunk).load_state_dict(loaded[_model_key(i, len(chunks))], strict=True)
     if load_optim:
         optimizer.load_state_dict(loaded["optimizer"])
-        scheduler.load_state_dict(common["scheduler"])
+        if scheduler is not None:
+            scheduler.load_state_dict(common["scheduler"])
     if load_rng:
         rng_state.restore(loaded["rng_state"])
     if finetune:
         return TrainState(iteration=0, consumed_train_samples=0, layout=saved.layout,
                           distributed_optimizer=saved.distributed_optimizer)
-    if not load_optim:
-        # The schedule restarts from the checkpoint's iteration even without the optimizer moments.
+    if not load_optim and scheduler is not None:
+        # The schedule continues from the checkpoint's position even without the optimizer moments.
         scheduler.num_steps = saved.consumed_train_samples
         scheduler.step(0)
     return saved

@@ -104,7 +104,7 @@ def format_train_line(iteration: int, train_iters: int, v: dict) -> str:
     parts.append(f"{v['ms_per_iter']:.1f} ms/iter")
     parts.append(f"{v['tokens_per_s']:.0f} tokens/s")
     if v.get("tflops_per_device") is not None:
-        parts.append(f"{v['tflops_per_device']:.2f} TFLOP/s/device")
+        parts.append(f"{v['tflops_per_device']:.3g} TFLOP/s/device")
     if v.get("mfu") is not None:
         parts.append(f"MFU {100 * v['mfu']:.1f}%")
     parts.append(f"mem {v['memory_gib']:.2f} GiB")

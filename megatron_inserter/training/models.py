@@ -1,20 +1,21 @@
 """The model a run trains, behind one interface: InSerter (speech encoder + adapter + LLM) or the LLM alone.
 
     family = model_family(args, tokenizer)           # configs only: works before process groups exist
-    chunks = family.build_chunks(transformer_overrides, vp)
+    chunks = family.build_chunks(transformer_overrides(args, vp), vp)
     loss = family.forward(chunk, batch)              # per-token losses [b, s] on the last stage
+    flops = family.step_flops(seq_length, num_sequences, clip_lengths)   # model FLOPs of a training step
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
+from megatron_inserter.models.context_parallel import slice_batch_for_cp
 from megatron_inserter.models.frames import FrameSpec
 from megatron_inserter.models.llm import LLMConfig, build_gpt, transformer_config
 from megatron_inserter.training.arguments import ArgumentError, TrainingArguments
-from megatron_inserter.training.flops import EncoderShape, TransformerShape
 
 
 def _stage_flags(vp_stage: int | None):
@@ -29,6 +30,7 @@ class GPTFamily:
     """``--model-type gpt``: the preset's language model on text (speech spans are plain tokens)."""
 
     llm: LLMConfig
+    spec: FrameSpec  # the preset's, so both model types read the same samples from the same data
     with_audio: bool = False
 
     @property
@@ -37,7 +39,7 @@ class GPTFamily:
 
     @property
     def frame_spec(self) -> FrameSpec:
-        return FrameSpec()
+        return self.spec
 
     def build_chunks(self, overrides: dict, vp: int | None) -> list:
         config = transformer_config(self.llm, **overrides)
@@ -52,20 +54,20 @@ class GPTFamily:
     def forward(self, model, batch: dict | None):
         if batch is None:  # a middle pipeline stage: the input arrives from the previous stage
             return model(None, None, None)
+        batch = slice_batch_for_cp(batch)  # GPTModel takes this rank's part of the sequence
         return model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
 
-    def freeze(self, chunks, args: TrainingArguments) -> None:
-        pass
+    def step_flops(self, seq_length: int, num_sequences: int, clip_lengths: list[int]) -> float:
+        from megatron_inserter.models.flops import llm_forward_flops
 
-    def flops_shapes(self) -> tuple[TransformerShape, EncoderShape | None]:
-        return TransformerShape.of_llm(self.llm), None
+        return 3 * llm_forward_flops(self.llm, seq_length, num_sequences)
 
 
 @dataclass
 class InserterFamily:
     """``--model-type inserter``: megatron_inserter.models.InserterModel from a named preset."""
 
-    config: object  # models.InserterModelConfig
+    config: object  # models.InserterModelConfig (vocabulary, placeholder id and freeze switches set)
     with_audio: bool = True
 
     @property
@@ -81,9 +83,9 @@ class InserterFamily:
         return self.config.frame_spec()
 
     def build_chunks(self, overrides: dict, vp: int | None) -> list:
-        from megatron_inserter.models import build_model_chunks
+        from megatron_inserter.models.builder import build_model_chunks
 
-        return build_model_chunks(self.config, overrides, vp)
+        return build_model_chunks(self.config, **overrides)
 
     def forward(self, model, batch: dict | None):
         if batch is None:
@@ -91,42 +93,25 @@ class InserterFamily:
         return model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"],
                      audio=batch.get("audio"), audio_lengths=batch.get("audio_lengths"))
 
-    def freeze(self, chunks, args: TrainingArguments) -> None:
-        parts = {"encoder": args.freeze_encoder, "adapter": args.freeze_adapter, "llm": args.freeze_llm}
-        for chunk in chunks:
-            for part, frozen in parts.items():
-                module = getattr(chunk, part, None)
-                if frozen and module is not None:
-                    for p in module.parameters():
-                        p.requires_grad_(False)
+    def step_flops(self, seq_length: int, num_sequences: int, clip_lengths: list[int]) -> float:
+        from megatron_inserter.models.flops import training_flops
 
-    def flops_shapes(self) -> tuple[TransformerShape, EncoderShape | None]:
-        enc = self.config.encoder
-        shape = TransformerShape(enc.num_layers, enc.hidden_size, enc.ffn_hidden_size, enc.num_attention_heads,
-                                 enc.num_attention_heads, enc.hidden_size // enc.num_attention_heads,
-                                 gated_mlp=False)
-        spec = self.frame_spec
-        encoder = EncoderShape(shape, enc.num_mel_bins, spec.hop_length, spec.conv_stride,
-                               adapter_in=enc.hidden_size * spec.adapter_downsample,
-                               adapter_out=self.config.llm.hidden_size, adapter_downsample=spec.adapter_downsample)
-        return TransformerShape.of_llm(self.config.llm), encoder
+        parts = training_flops(self.config, seq_length, num_sequences, clip_lengths)
+        return parts["llm"] + parts["encoder"]
 
 
 def model_family(args: TrainingArguments, tokenizer):
-    """The run's model family with the vocabulary set from the tokenizer."""
+    """The run's model family: the preset with the tokenizer's vocabulary and the freeze flags applied."""
+    from megatron_inserter.models.config import InserterModelConfig
+
     try:
-        from megatron_inserter.models import InserterModelConfig
-    except ImportError:  # TEMPORARY until models presets land
-        return GPTFamily(LLMConfig(num_layers=2, hidden_size=64, ffn_hidden_size=128, num_attention_heads=4,
-                                   num_query_groups=2, vocab_size=tokenizer.vocab_size, max_position_embeddings=4096))
-    try:
-        config = InserterModelConfig.from_name(args.model_preset)
-    except (KeyError, ValueError) as e:
+        config = InserterModelConfig.from_name(args.model_preset).with_tokenizer(tokenizer)
+    except ValueError as e:
         raise ArgumentError(f"--model-preset {args.model_preset!r}: {e}") from None
-    config = replace(config, llm=replace(config.llm, vocab_size=tokenizer.vocab_size))
     if args.model_type == "gpt":
-        return GPTFamily(config.llm)
-    return InserterFamily(config)
+        return GPTFamily(config.llm, config.frame_spec())
+    return InserterFamily(config.replace(freeze_encoder=args.freeze_encoder, freeze_adapter=args.freeze_adapter,
+                                         freeze_llm=args.freeze_llm))
 
 
 def transformer_overrides(args: TrainingArguments, vp: int | None) -> dict:

@@ -39,12 +39,6 @@ class Run:
                 "world_size": self.layout.world_size}
 
 
-def _model_family_for(args: TrainingArguments, tokenizer):
-    if args.model_type == "inserter" and args.context_parallel_size > 1:
-        raise ArgumentError("--context-parallel-size > 1 is supported with --model-type gpt only")
-    return model_family(args, tokenizer)
-
-
 def _frozen_everything(chunks) -> bool:
     return not any(p.requires_grad for c in chunks for p in c.parameters())
 
@@ -54,7 +48,7 @@ def build_run(args: TrainingArguments) -> Run:
     env = resolve_dist_env()
     layout = validate(args, env.world_size, cuda, use_transformer_engine())
     tokenizer = build_tokenizer(args.tokenizer_type, args.tokenizer_model)
-    family = _model_family_for(args, tokenizer)
+    family = model_family(args, tokenizer)
     vp = virtual_pipeline_size(args, family.num_layers)
     initialize_parallel(ParallelConfig(
         tensor_model_parallel_size=args.tensor_model_parallel_size,
@@ -63,11 +57,10 @@ def build_run(args: TrainingArguments) -> Run:
         seed=args.seed, distributed_timeout_minutes=args.distributed_timeout_minutes), env)
 
     chunks = family.build_chunks(transformer_overrides(args, vp), vp)
-    family.freeze(chunks, args)
     if _frozen_everything(chunks):
         raise ArgumentError("every parameter is frozen: nothing to train")
     if cuda:
-        chunks = [c.cuda() for c in chunks]
+        chunks = [c.cuda(torch.cuda.current_device()) for c in chunks]
     if args.bf16:
         from megatron.core.transformer.module import Float16Module
 

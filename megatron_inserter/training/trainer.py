@@ -19,12 +19,13 @@ import torch.distributed as dist
 from megatron.core import parallel_state as ps
 from megatron.core.optimizer_param_scheduler import get_canonical_lr_for_logging
 
+from megatron_inserter.models.context_parallel import slice_for_cp
 from megatron_inserter.runtime import device
 from megatron_inserter.training import checkpointing as ckpt
 from megatron_inserter.training.arguments import TrainingArguments
 from megatron_inserter.training.data import BatchSource, build_train_valid, step_iterators
 from megatron_inserter.training.engine import eval_step, train_step
-from megatron_inserter.training.flops import peak_tflops_per_device, step_flops
+from megatron_inserter.training.flops import peak_tflops_per_device
 from megatron_inserter.training.losses import LM_LOSS, LossFunction, after_speech_mask
 from megatron_inserter.training.metrics import MetricsLogger, format_train_line
 from megatron_inserter.training.setup import Run, build_run
@@ -62,8 +63,6 @@ class Trainer:
                                      distributed_optimizer=self.args.use_distributed_optimizer)
         tok = run.tokenizer
         self._special = (tok.audio_eos_id, tok.eod_id)
-        llm, encoder = run.family.flops_shapes()
-        self._flop_shapes = (llm, encoder, run.family.llm.padded_vocab_size(self.args.tensor_model_parallel_size))
         self._peak = peak_tflops_per_device(self.args.peak_tflops)
         self._reads_audio = ps.is_pipeline_first_stage(ignore_virtual=True) and \
             ps.get_tensor_model_parallel_rank() == 0
@@ -75,8 +74,9 @@ class Trainer:
         output = self.run.family.forward(model, batch)
         if batch is None:
             return output, _no_loss
+        # Masks over the whole sequence, then this context-parallel rank's part (the loss is sliced alike).
         mask = after_speech_mask(batch["tokens"], batch["loss_mask"], *self._special, self.args.after_speech_window)
-        return output, LossFunction(batch["loss_mask"], mask)
+        return output, LossFunction(slice_for_cp(batch["loss_mask"], 1), slice_for_cp(mask, 1))
 
     def _collect_clip_lengths(self, microbatches) -> None:
         if self._reads_audio:
@@ -141,19 +141,16 @@ class Trainer:
     def _throughput(self, window: dict) -> dict:
         a, run = self.args, self.run
         elapsed, iters = max(window["seconds"], 1e-9), window["iters"]
-        llm, encoder, vocab = self._flop_shapes
-        trains = dict(train_llm=not a.freeze_llm, train_encoder=not a.freeze_encoder,
-                      train_adapter=not a.freeze_adapter)
+        family, gbs = run.family, run.layout.global_batch_size
         # Encoder FLOPs depend on the clips, which only the ranks reading speech know: summed over ranks.
-        speech = torch.tensor([step_flops(llm, vocab, a.seq_length, 0, self._clip_lengths, encoder, **trains)],
-                              dtype=torch.float64, device=device())
+        speech = family.step_flops(a.seq_length, 0, self._clip_lengths) if self._clip_lengths else 0.0
+        speech = torch.tensor([speech], dtype=torch.float64, device=device())
         dist.all_reduce(speech)
         self._clip_lengths = []
-        text = step_flops(llm, vocab, a.seq_length, run.layout.global_batch_size, (), encoder, **trains)
+        text = family.step_flops(a.seq_length, gbs, [])
         tflops = (text * iters + float(speech.item())) / elapsed / run.layout.world_size / 1e12
         window.update(seconds=0.0, iters=0)
-        return {"ms_per_iter": 1000 * elapsed / iters,
-                "tokens_per_s": run.layout.global_batch_size * a.seq_length * iters / elapsed,
+        return {"ms_per_iter": 1000 * elapsed / iters, "tokens_per_s": gbs * a.seq_length * iters / elapsed,
                 "tflops_per_device": tflops, "mfu": tflops / self._peak if self._peak else None,
                 "memory_gib": _memory_gib()}
 
@@ -173,6 +170,16 @@ class Trainer:
         ckpt.save_checkpoint(self.args.save, self.state, run.chunks, run.optimizer, run.scheduler,
                              self.args.to_dict())
         return self.state.iteration
+
+
+def _apply_schedule_flags(run: Run, args: TrainingArguments) -> None:
+    """The command line's LR bounds win over those stored in the checkpoint's optimizer param groups."""
+    for group in run.optimizer.param_groups:
+        if "max_lr" in group:
+            group["max_lr"] = args.lr
+        if "min_lr" in group:
+            group["min_lr"] = args.min_lr
+    run.scheduler.step(0)
 
 
 def log_dir_of(args: TrainingArguments) -> str | None:
@@ -198,6 +205,7 @@ def train(args: TrainingArguments) -> TrainResult:
         if loaded is not None:
             trainer.state.iteration = loaded.iteration
             trainer.state.consumed_train_samples = loaded.consumed_train_samples
+            _apply_schedule_flags(run, args)
     train_ds, valid_ds = build_train_valid(args, run.layout, run.tokenizer, run.family.frame_spec)
     result = trainer.train(train_ds, valid_ds)
     log_dir = log_dir_of(args)

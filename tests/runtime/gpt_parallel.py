@@ -3,6 +3,7 @@ under any TP/PP/VPP/DP layout, starting from weights loaded out of one dist chec
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import torch
@@ -12,6 +13,7 @@ from megatron_inserter.runtime import ParallelConfig, initialize_parallel
 
 TINY = LLMConfig(num_layers=4, hidden_size=32, ffn_hidden_size=64, num_attention_heads=4,
                  num_query_groups=2, vocab_size=100, max_position_embeddings=64, add_qkv_bias=True)
+TINY_TIED = dataclasses.replace(TINY, tie_embeddings=True)
 SEQ, MBS, GBS = 16, 2, 8
 
 
@@ -25,16 +27,17 @@ def global_batches(num_steps: int, seed: int = 7) -> list[torch.Tensor]:
     return out
 
 
-def build_chunks(tp: int, pp: int, vp: int | None):
+def build_chunks(tp: int, pp: int, vp: int | None, tied: bool = False):
     from megatron.core import parallel_state as ps
 
-    config = transformer_config(TINY, tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
+    llm = TINY_TIED if tied else TINY
+    config = transformer_config(llm, tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
                                 virtual_pipeline_model_parallel_size=vp)
     chunks = []
     for i in range(vp or 1):
         stage = i if vp else None
         chunks.append(build_gpt(
-            TINY, config,
+            llm, config,
             pre_process=ps.is_pipeline_first_stage(ignore_virtual=False, vp_stage=stage),
             post_process=ps.is_pipeline_last_stage(ignore_virtual=False, vp_stage=stage),
             vp_stage=stage, tensor_model_parallel_size=tp,
@@ -81,7 +84,7 @@ def microbatches_for_rank(batch: torch.Tensor, dp_rank: int, dp_size: int) -> li
     return list(local.split(MBS))
 
 
-def train(rank, world_size, ckpt_dir, tp=1, pp=1, vp=None, steps=3, ddp=True, eval_only=False):
+def train(rank, world_size, ckpt_dir, tp=1, pp=1, vp=None, steps=3, ddp=True, eval_only=False, tied=False):
     """Load the checkpoint into this layout, run ``steps`` optimizer steps (or one eval), return losses."""
     from megatron.core import parallel_state as ps
     from megatron.core.distributed import DistributedDataParallelConfig
@@ -92,7 +95,7 @@ def train(rank, world_size, ckpt_dir, tp=1, pp=1, vp=None, steps=3, ddp=True, ev
 
     initialize_parallel(ParallelConfig(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
                                        virtual_pipeline_model_parallel_size=vp))
-    chunks = build_chunks(tp, pp, vp)
+    chunks = build_chunks(tp, pp, vp, tied)
     load_checkpoint(chunks, ckpt_dir)
     if ddp:
         chunks = wrap_ddp(chunks, DistributedDataParallelConfig(grad_reduce_in_fp32=True))
@@ -116,8 +119,8 @@ def train(rank, world_size, ckpt_dir, tp=1, pp=1, vp=None, steps=3, ddp=True, ev
     return losses
 
 
-def make_reference_checkpoint(rank, world_size, ckpt_dir):
+def make_reference_checkpoint(rank, world_size, ckpt_dir, tied=False):
     initialize_parallel(ParallelConfig(seed=1234))
-    chunks = build_chunks(1, 1, None)
+    chunks = build_chunks(1, 1, None, tied)
     save_checkpoint(chunks, ckpt_dir)
     return True

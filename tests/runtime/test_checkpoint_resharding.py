@@ -19,6 +19,16 @@ def test_tp1_checkpoint_loads_at_other_layouts(tmp_path):
     assert abs(fresh - ref) > 1e-3
 
 
+def test_tied_embeddings_across_pipeline_stages(tmp_path):
+    """The output layer on the last stage starts as a copy of the first stage's word embeddings."""
+    ckpt = str(tmp_path / "ckpt")
+    run_distributed(gp.make_reference_checkpoint, 1, ckpt, tied=True)
+    ref = run_distributed(gp.train, 1, ckpt, eval_only=True, ddp=False, tied=True)[0]
+    pp2 = run_distributed(gp.train, 2, ckpt, pp=2, eval_only=True, ddp=False, tied=True)
+    for loss in pp2:
+        assert loss == pytest.approx(ref, abs=1e-6, rel=0)
+
+
 def _fresh_eval(rank, world_size):
     from megatron_inserter.runtime import ParallelConfig, initialize_parallel
     from megatron_inserter.training.engine import configure_model_config, eval_step

@@ -26,9 +26,10 @@ def test_tp1_checkpoint_loads_at_tp2_and_pp2(tmp_path):
     assert ref_eval["history"] == []  # --skip-train: no steps
     assert ref_next["history"][0]["iteration"] == 3
 
-    for layout in ({"tensor_model_parallel_size": 2}, {"pipeline_model_parallel_size": 2}):
-        runs = run_distributed(train_results, 2, _eval_and_continue(tok, prefix, ckpt, **layout))
-        for rank_eval, rank_next in runs:  # every rank reports the same numbers
+    layouts = ({"tensor_model_parallel_size": 2}, {"pipeline_model_parallel_size": 2})
+    argvs = [argv for layout in layouts for argv in _eval_and_continue(tok, prefix, ckpt, **layout)]
+    for rank_runs in run_distributed(train_results, 2, argvs):  # every rank reports the same numbers
+        for layout, (rank_eval, rank_next) in zip(layouts, zip(rank_runs[::2], rank_runs[1::2])):
             assert rank_eval["validation"][0]["lm loss"] == pytest.approx(ref_loss, rel=1e-5), layout
             nxt, ref = rank_next["history"][0], ref_next["history"][0]
             assert nxt["lm loss"] == pytest.approx(ref["lm loss"], rel=1e-5), layout

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from megatron_inserter.data.synth.config import SynthConfig
 from megatron_inserter.data.synth.corpus import expand_inputs
+from megatron_inserter.data.synth.document import MIN_SPEECH_SAMPLES
 from megatron_inserter.data.synth.plan import PlanErrors, WorkUnit, iter_units
 from megatron_inserter.data.synth.shards import (
     MANIFEST_DIR,
@@ -71,13 +72,11 @@ def _die_with_parent(main_pid: int) -> None:
         os._exit(1)
 
 
-def _context(cfg: SynthConfig):
-    """The fork-server context; the server preloads the synthesis modules (and NeMo for --tts nemo)."""
+def _context():
+    """The fork-server context; the server preloads the synthesis modules. NeMo (torch, CUDA) is never
+    imported by the server: each worker imports it itself, so CUDA is first touched after the fork."""
     ctx = mp.get_context("forkserver")
-    preload = ["megatron_inserter.data.synth.preload"]
-    if cfg.tts == "nemo":
-        preload.append("nemo.collections.tts.models")
-    ctx.set_forkserver_preload(preload)  # no effect once this process's server runs
+    ctx.set_forkserver_preload(["megatron_inserter.data.synth.preload"])  # no effect once the server runs
     return ctx
 
 
@@ -89,8 +88,9 @@ def _probe_child(cfg: SynthConfig, conn, parent_pid: int) -> None:
         for lang in backend.languages:
             req = TTSRequest(PROBE_TEXT[lang], lang, backend.speakers(lang)[0])
             audio = backend.synthesize([req])[0]
-            if len(audio) == 0:
-                warnings.append(f"the {cfg.tts} backend produced no audio for {lang!r} text")
+            if len(audio) < MIN_SPEECH_SAMPLES:
+                warnings.append(f"the {cfg.tts} backend produced no usable audio for {lang!r} text; such "
+                                "documents will be skipped as tts_failed")
         conn.send(("ok", warnings))
     except TTSUnavailableError as e:
         conn.send(("error", str(e)))
@@ -100,7 +100,7 @@ def _probe_child(cfg: SynthConfig, conn, parent_pid: int) -> None:
 
 def probe_backend(cfg: SynthConfig, timeout: float = 900.0) -> list[str]:
     """Build the backend and speak one phrase per language in a throw-away process; raise with the fix."""
-    ctx = _context(cfg)
+    ctx = _context()
     parent_conn, child_conn = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_probe_child, args=(cfg, child_conn, os.getpid()), daemon=True)
     proc.start()
@@ -111,6 +111,7 @@ def probe_backend(cfg: SynthConfig, timeout: float = 900.0) -> list[str]:
     try:
         status, payload = parent_conn.recv()
     except EOFError:
+        proc.join(10)
         status, payload = "error", f"the {cfg.tts} backend crashed while starting (exit code {proc.exitcode})"
     proc.join()
     if status != "ok":
@@ -183,7 +184,7 @@ def run_synthesis(cfg: SynthConfig) -> RunResult:
     for w in probe_backend(cfg):
         _log(f"warning: {w}")
 
-    ctx = _context(cfg)
+    ctx = _context()
     progress_queue = ctx.Queue()
     errors = PlanErrors(files=[])
     units = iter_units(files, cfg.shard_size, cfg.speech_ratio, cfg.rank, cfg.world_size, errors)

@@ -4,7 +4,6 @@ The models are saved with ``save_to`` and restored through the backend, as real 
 """
 
 import importlib.util
-import json
 from pathlib import Path
 
 import pytest
@@ -58,17 +57,3 @@ def test_batched_audio_lengths_equal_what_the_model_reports(backend):
     # Padding with the vocabulary's pad id keeps every item's length what it is alone.
     assert [backend.synthesize_raw([r])[1][0] for r in requests] == mel_lengths
 
-
-def test_synth_command_with_nemo_models(model_files, tmp_path):
-    from megatron_inserter.data.synth.cli import main
-    from tests.data.synth.conftest import demo_records
-
-    records = [r for r in demo_records(6) if r["lang"] == "en"]
-    (tmp_path / "c.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
-    out = tmp_path / "out"
-    args = ["--input", str(tmp_path / "c.jsonl"), "--output-dir", str(out), "--tts", "nemo",
-            "--tts-model", model_files[0], "--vocoder-model", model_files[1], "--no-text-normalization",
-            "--no-progress"]
-    assert main(args) == 0
-    stats = json.loads((out / "stats.json").read_text())
-    assert stats["docs_written"] == len(records) and stats["spans"] > 0

@@ -1,0 +1,49 @@
+"""A run's headline numbers from its ``metrics.jsonl``: losses and the modality gap at start and end,
+throughput. Used by ``inserter demo`` and handy after any run:
+
+    python -c "from megatron_inserter.training.run_summary import summarize; print(summarize('run/logs/metrics.jsonl'))"
+"""
+
+from __future__ import annotations
+
+import math
+
+from megatron_inserter.training.losses import AFTER_SPEECH, AFTER_TEXT, LM_LOSS
+from megatron_inserter.training.metrics import read_metrics
+
+
+def _mean(values: list) -> float | None:
+    vals = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _window(records: list[dict], k: int) -> dict:
+    out = {name: _mean([r.get(name) for r in records[:k]]) for name in (LM_LOSS, AFTER_SPEECH, AFTER_TEXT)}
+    if out[AFTER_SPEECH] is not None and out[AFTER_TEXT] is not None:
+        out["gap (after speech - after text)"] = out[AFTER_SPEECH] - out[AFTER_TEXT]
+    return out
+
+
+def summarize(metrics_path: str, window: int = 10) -> dict:
+    """Train-loss means over the first and last ``window`` iterations, the last validation, throughput."""
+    records = read_metrics(metrics_path)
+    train = [r for r in records if r.get("kind") == "train"]
+    valid = [r for r in records if r.get("kind") == "valid"]
+    if not train:
+        return {"iterations": 0}
+    k = max(1, min(window, len(train) // 2 or 1))
+    timed = [r for r in train if r.get("tokens_per_s")]
+    steady = timed[1:] or timed  # the first interval holds one-off start-up work
+    return {
+        "iterations": train[-1]["iteration"],
+        "window": k,
+        "start": {"iterations": [train[0]["iteration"], train[k - 1]["iteration"]], **_window(train, k)},
+        "end": {"iterations": [train[-k]["iteration"], train[-1]["iteration"]], **_window(train[-k:], k)},
+        "last_validation": {key: valid[-1].get(key) for key in ("iteration", LM_LOSS, AFTER_SPEECH, AFTER_TEXT)}
+        if valid else None,
+        "tokens_per_s": _mean([r["tokens_per_s"] for r in steady]),
+        "ms_per_iter": _mean([r.get("ms_per_iter") for r in steady]),
+        "tflops_per_device": _mean([r.get("tflops_per_device") for r in steady]),
+        "mfu": _mean([r.get("mfu") for r in steady]),
+        "memory_gib": max((r.get("memory_gib") or 0.0) for r in train),
+    }
