@@ -50,7 +50,7 @@ class EncoderConfig:
 
     @property
     def positions_per_window(self) -> int:
-        mel = int(round(self.window_seconds * SAMPLE_RATE)) // self.hop_length
+        mel = round(self.window_seconds * SAMPLE_RATE) // self.hop_length
         return (mel - 1) // self.conv_stride + 1
 
 
@@ -96,14 +96,14 @@ class InserterModelConfig:
         )
 
     @classmethod
-    def from_name(cls, name: str, **overrides) -> "InserterModelConfig":
+    def from_name(cls, name: str, **overrides) -> InserterModelConfig:
         """A registered preset (see ``presets.PRESETS``); ``overrides`` as in ``replace``."""
         from megatron_inserter.models.presets import get_preset
 
         return get_preset(name).replace(**overrides)
 
     def replace(self, *, vocab_size: int | None = None, audio_placeholder_id: int | None = None,
-                **fields) -> "InserterModelConfig":
+                **fields) -> InserterModelConfig:
         """A copy with top-level fields replaced; ``vocab_size`` goes to the LLM."""
         new = dataclasses.replace(self, **fields)
         if vocab_size is not None:
@@ -112,7 +112,7 @@ class InserterModelConfig:
             new.audio_placeholder_id = int(audio_placeholder_id)
         return new
 
-    def with_tokenizer(self, tokenizer) -> "InserterModelConfig":
+    def with_tokenizer(self, tokenizer) -> InserterModelConfig:
         """Vocabulary size and placeholder id from a tokenizer (``data.tokenizers`` interface)."""
         if tokenizer.audio_placeholder_id >= tokenizer.vocab_size:
             raise ValueError(f"tokenizer placeholder id {tokenizer.audio_placeholder_id} is outside its "

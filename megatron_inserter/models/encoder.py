@@ -45,7 +45,7 @@ that; see ``adapter.py``. Output lengths (frames per clip) follow ``frames.py``.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -104,6 +104,8 @@ def build_gpt(cfg: LLMConfig, config, pre_process: bool = True, post_process: bo
 
     if vp_stage is not None:
         gpt_kwargs["vp_stage"] = vp_stage
+    if cfg.rope_scaling_factor is not None:
+        gpt_kwargs.update(rope_scaling=True, rope_scaling_factor=cfg.rope_scaling_factor)
     return GPTModel(
         config=config,
         transformer_layer_spec=specs.block_spec(layer_spec or gpt_layer_spec(), config, vp_stage),

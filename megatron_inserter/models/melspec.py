@@ -64,7 +64,7 @@ class LogMel(torch.nn.Module):
         self.num_mel_bins = num_mel_bins
         self.n_fft = n_fft
         self.hop_length = hop_length
-        self.window_samples = int(round(window_seconds * sample_rate))
+        self.window_samples = round(window_seconds * sample_rate)
         self.register_buffer("filters", mel_filters(num_mel_bins, n_fft, sample_rate).float(), persistent=False)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 from megatron_inserter.models.config import AdapterConfig, EncoderConfig, InserterModelConfig
 from megatron_inserter.models.llm import LLMConfig

@@ -21,7 +21,7 @@ def use_transformer_engine() -> bool:
         return False
     try:
         import transformer_engine  # noqa: F401
-    except Exception:
+    except Exception:  # noqa: BLE001 - a broken Transformer Engine install means: no TE
         return False
     return True
 
@@ -86,7 +86,10 @@ def block_spec(layer_spec, config, vp_stage: int | None = None):
     ``WrappedTorchNorm`` without TE/apex and refuses sequence parallelism.
     """
     from megatron.core.transformer.spec_utils import ModuleSpec
-    from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
+    from megatron.core.transformer.transformer_block import (
+        TransformerBlockSubmodules,
+        get_num_layers_to_build,
+    )
 
     if not isinstance(layer_spec, ModuleSpec) or getattr(layer_spec.submodules, "input_layernorm", None) \
             is not TorchNorm:

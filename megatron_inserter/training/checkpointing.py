@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 from dataclasses import asdict, dataclass, field
 
@@ -66,10 +67,13 @@ def read_tracker(root: str) -> int | None:
 
 def resolve_load_dir(path: str) -> str | None:
     """``--load`` target: a directory with a tracker (its published iteration) or one iteration directory."""
+    name = os.path.basename(os.path.normpath(path))
+    if name.endswith(".tmp"):
+        raise CheckpointError(f"{path} is an unfinished save (.tmp); load a published iteration")
     if os.path.isfile(os.path.join(path, "metadata.json")):
-        if path.rstrip("/").endswith(".tmp"):
-            raise CheckpointError(f"{path} is an unfinished save (.tmp); load a published iteration")
         return path
+    if re.fullmatch(r"iter_\d{7}", name):
+        raise CheckpointError(f"{path} is incomplete (no metadata.json); load a published iteration")
     it = read_tracker(path)
     if it is None:
         return None
@@ -104,6 +108,15 @@ def _rng_object(state):
     return ShardedObject("rng_state", state, (dist.get_world_size(),), (dist.get_rank(),), replica_id=0)
 
 
+def _has_state(optimizer) -> bool:
+    """Whether the optimizer holds moments yet (torch optimizers create them at the first step)."""
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        inner = getattr(opt, "optimizer", None)
+        if inner is not None and len(inner.state) > 0:
+            return True
+    return False
+
+
 def _write_tracker(root: str, iteration: int) -> None:
     tmp = os.path.join(root, f".{TRACKER}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -128,6 +141,7 @@ def save_checkpoint(root: str, state: TrainState, chunks, optimizer, scheduler, 
     sharded = dict(model)
     sharded["optimizer"] = optimizer.sharded_state_dict(model, metadata=_OPTIM_METADATA)
     sharded["rng_state"] = _rng_object(rng_state.capture())
+    sharded["optimizer_has_state"] = _has_state(optimizer)
     sharded["scheduler"] = scheduler.state_dict()
     sharded["train_state"] = asdict(state)
     sharded["args"] = args
@@ -170,9 +184,14 @@ def load_checkpoint(path: str, chunks, optimizer, scheduler, current: TrainState
             logger.warning("checkpoint layout %s differs from this run's %s: RNG states are not restored",
                            saved.layout, current.layout)
         load_rng = False
+    if load_optim and not common.get("optimizer_has_state", True):
+        logger.info("%s was saved before the first optimizer step: no optimizer state to restore", ckpt)
+        optimizer_state = False
+    else:
+        optimizer_state = load_optim
     model = _model_state(chunks)
     request = dict(model)
-    if load_optim:
+    if optimizer_state:
         request["optimizer"] = optimizer.sharded_state_dict(model, is_loading=True, metadata=_OPTIM_METADATA)
     if load_rng:
         request["rng_state"] = _rng_object(None)
@@ -183,8 +202,11 @@ def load_checkpoint(path: str, chunks, optimizer, scheduler, current: TrainState
         raise CheckpointError(f"loading {ckpt} failed: {e}{hint}") from e
     for i, chunk in enumerate(chunks):
         unwrap(chunk).load_state_dict(loaded[_model_key(i, len(chunks))], strict=True)
-    if load_optim:
+    if optimizer_state:
         optimizer.load_state_dict(loaded["optimizer"])
+    elif optimizer is not None:
+        optimizer.reload_model_params()  # fp32 master copies (bf16 runs) follow the loaded weights
+    if load_optim:
         if scheduler is not None:
             scheduler.load_state_dict(common["scheduler"])
     if load_rng:

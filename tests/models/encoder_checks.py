@@ -35,11 +35,27 @@ def _clip_frames(model, audio, lengths) -> tuple[list[int], int]:
     return per_clip.tolist(), int(model.encode_audio(audio, lengths).shape[0])
 
 
-def frame_counts(rank, world_size):
-    """Hypothesis: for random clip lengths (0..30 s) the encoder emits num_audio_frames(n) frames per clip."""
+def _check_frame_counts(name, model, examples: int) -> None:
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
+    spec = model.cfg.frame_spec()
+
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=True)
+    @given(st.lists(st.integers(min_value=0, max_value=spec.max_window_samples), min_size=1, max_size=3))
+    def check(lengths):
+        audio, lens = _speech(lengths, seed=sum(lengths))
+        with torch.no_grad():
+            per_clip, rows = _clip_frames(model, audio, lens)
+        expected = [num_audio_frames(n, spec) for n in lengths]
+        assert per_clip == expected, (name, lengths, per_clip, expected)
+        assert rows == sum(expected), (name, lengths, rows, expected)
+
+    check()
+
+
+def frame_counts(rank, world_size):
+    """Hypothesis: for random clip lengths (0..30 s) the encoder emits num_audio_frames(n) frames per clip."""
     initialize_parallel(ParallelConfig(seed=5))
     variants = {
         "masked/pool-linear": _model(),
@@ -50,21 +66,8 @@ def frame_counts(rank, world_size):
     }
     checked = {}
     for name, model in variants.items():
-        spec = model.cfg.frame_spec()
-        examples = 8 if name.startswith("window") else 20
-
-        @settings(max_examples=examples, deadline=None, database=None, derandomize=True)
-        @given(st.lists(st.integers(min_value=0, max_value=spec.max_window_samples), min_size=1, max_size=3))
-        def check(lengths):
-            audio, lens = _speech(lengths, seed=sum(lengths))
-            with torch.no_grad():
-                per_clip, rows = _clip_frames(model, audio, lens)
-            expected = [num_audio_frames(n, spec) for n in lengths]
-            assert per_clip == expected, (name, lengths, per_clip, expected)
-            assert rows == sum(expected), (name, lengths, rows, expected)
-
-        check()
-        checked[name] = spec.adapter_downsample
+        _check_frame_counts(name, model, examples=8 if name.startswith("window") else 20)
+        checked[name] = model.cfg.frame_spec().adapter_downsample
     return checked
 
 

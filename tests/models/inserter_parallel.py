@@ -137,7 +137,12 @@ def train_layout(ckpt_dir, cfg=None, steps=3, speech=True, sp=False, overlap_gra
     from megatron.core.optimizer import OptimizerConfig
 
     from megatron_inserter.models.builder import build_model_chunks
-    from megatron_inserter.training.engine import build_optimizer, configure_model_config, train_step, wrap_ddp
+    from megatron_inserter.training.engine import (
+        build_optimizer,
+        configure_model_config,
+        train_step,
+        wrap_ddp,
+    )
 
     cfg = cfg or small_config()
     chunks = build_model_chunks(cfg, sequence_parallel=sp)

@@ -62,7 +62,12 @@ def freezing(ckpt_dir):
     from megatron.core.optimizer import OptimizerConfig
 
     from megatron_inserter.models.builder import build_model_chunks
-    from megatron_inserter.training.engine import build_optimizer, configure_model_config, train_step, wrap_ddp
+    from megatron_inserter.training.engine import (
+        build_optimizer,
+        configure_model_config,
+        train_step,
+        wrap_ddp,
+    )
 
     out = {}
     for name, flags in {"encoder+llm": dict(freeze_encoder=True, freeze_llm=True),
