@@ -18,3 +18,12 @@ stages, and an interrupted training resumes from its last checkpoint):
 Modules: ``cli`` (the command), ``stages`` (configuration and stages), ``prompt`` (the spoken prompt and
 its continuation), ``report`` (the summary).
 """
+
+from __future__ import annotations
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``inserter demo`` (see ``megatron_inserter.demo.cli``)."""
+    from megatron_inserter.demo.cli import main as demo_main
+
+    return demo_main(argv)

@@ -9,7 +9,7 @@ import sys
 import time
 from dataclasses import replace
 
-from megatron_inserter.demo import __doc__ as DEMO_DOC
+import megatron_inserter.demo as demo_package
 from megatron_inserter.demo.stages import SMOKE, STAGES, Demo, DemoConfig
 
 
@@ -24,7 +24,7 @@ def _single_process_rendezvous() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="inserter demo", description=DEMO_DOC, allow_abbrev=False,
+    p = argparse.ArgumentParser(prog="inserter demo", description=demo_package.__doc__, allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", default="runs/demo", help="where every stage writes (default: runs/demo)")
     p.add_argument("--smoke", action="store_true", help="a much smaller run (16 documents, 8 steps)")

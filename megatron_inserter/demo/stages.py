@@ -19,7 +19,7 @@ class DemoConfig:
     vocab_size: int = 2000
     seq_length: int = 256
     micro_batch_size: int = 4
-    global_batch_size: int = 8
+    global_batch_size: int = 4
     train_iters: int = 300
     lr: float = 1e-3
     min_lr: float = 1e-4
@@ -140,6 +140,8 @@ class Demo:
                 "text_tokens": text.get("tokens"), "speech_hours": inter.get("speech_hours")}
 
     def train_argv(self) -> list[str]:
+        from megatron_inserter.training.checkpointing import read_tracker
+
         c, data = self.cfg, self.path("data")
         return [
             "--model-type", "inserter", "--model-preset", "tiny",
@@ -150,18 +152,21 @@ class Demo:
             "--lr", str(c.lr), "--min-lr", str(c.min_lr), "--lr-warmup-iters", str(c.warmup_iters),
             "--lr-decay-style", "cosine", "--weight-decay", "0.01", "--clip-grad", "1.0",
             "--eval-interval", str(c.eval_interval), "--eval-iters", str(c.eval_iters),
-            "--log-interval", str(c.log_interval), "--save", self.path("train"), "--load", self.path("train"),
+            "--log-interval", str(c.log_interval), "--save", self.path("train"),
             "--save-interval", str(c.save_interval), "--tensorboard-dir", self.path("train", "tensorboard"),
             "--num-workers", "0", "--seed", str(c.seed),
-        ]
+        ] + (["--load", self.path("train")] if read_tracker(self.path("train")) is not None else [])
 
     def train(self) -> dict:
+        """Resumes from the last checkpoint when an earlier run of this stage was interrupted."""
         from megatron_inserter.training.arguments import parse_args
+        from megatron_inserter.training.checkpointing import resolve_load_dir
         from megatron_inserter.training.trainer import train
 
         os.makedirs(self.path("train"), exist_ok=True)
         result = train(parse_args(self.train_argv()))
-        return {"checkpoint": result.checkpoint, "loss_plot": result.loss_plot, "iteration": result.iteration}
+        return {"checkpoint": resolve_load_dir(self.path("train")), "loss_plot": result.loss_plot,
+                "iteration": result.iteration}
 
     def generate(self) -> dict:
         from megatron_inserter.demo.prompt import spoken_prompt_continuation

@@ -46,6 +46,9 @@ def single_token_id(tokenizer, piece: str) -> int:
 def audio_tokens(tokenizer, audio: np.ndarray, spec: FrameSpec) -> EncodedPrompt:
     """``<|audio_bos|> <|AUDIO|> x N <|audio_eos|>`` and the clips (windows) that fill the placeholders."""
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+    # Whole 10 ms hops only: Hugging Face's Whisper/Qwen2-Audio processors count ceil(n / hop) mel frames
+    # where frames.py counts n // hop; on whole hops they agree, so a converted model sees what it saw there.
+    audio = audio[: len(audio) - len(audio) % spec.hop_length]
     clips, n = [], 0
     start = 0
     for length, frames in zip(split_windows(len(audio), spec), window_frames(len(audio), spec)):

@@ -10,6 +10,7 @@
   adapter.py         pooling/stacking + projection to the LLM width
   inserter.py        InserterModel: encoder + adapter + GPTModel, audio spliced into the embeddings
   context_parallel.py  CP slicing
+  flops.py           model FLOPs of a training step (MFU, encoder share)
   builder.py         ``build_model_chunks`` / ``model_provider``
 
 Importing this package is light; megatron-core is imported by the modules that need it.

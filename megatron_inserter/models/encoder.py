@@ -37,6 +37,10 @@ Two input modes:
     (``window_key_padding_mask=True``). Nothing else is masked: the padded mel frames go through the
     convolutions as in Hugging Face.
 
+Frame counts follow ``frames.py`` (``n // 160`` mel frames). Qwen2-Audio's processor counts ``ceil(n / 160)``,
+which for clips that are not whole hops sometimes gives one frame more (e.g. n = 961: 1 here, 2 there); the
+encoder outputs themselves agree, so a clip of whole hops converts with identical frames.
+
 Where the pooling sits: Qwen2-Audio average-pools (kernel 2, stride 2) *before* the final LayerNorm
 (``avg_pooler`` then ``layer_norm``). ``forward(before_final_norm=...)`` takes the adapter's downsampling for
 that; see ``adapter.py``. Output lengths (frames per clip) follow ``frames.py``.

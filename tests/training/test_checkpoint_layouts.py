@@ -4,7 +4,6 @@ from the resharded optimizer state to the same next-step loss."""
 import pytest
 
 from tests.harness import run_distributed
-from tests.training.corpus import build_corpus
 from tests.training.runs import common_flags, train_results
 
 FLAGS = dict(train_iters=3, eval_iters=2, eval_interval=100, split="80,20,0", lr_warmup_iters=0)
@@ -16,8 +15,8 @@ def _eval_and_continue(tok, prefix, ckpt, **layout):
     return [evaluate, resume]
 
 
-def test_tp1_checkpoint_loads_at_tp2_and_pp2(tmp_path):
-    tok, prefix = build_corpus(str(tmp_path / "corpus"))
+def test_tp1_checkpoint_loads_at_tp2_and_pp2(tmp_path, corpus):
+    tok, prefix = corpus
     ckpt = str(tmp_path / "ckpt")
     save = common_flags(tok, prefix, save=ckpt, exit_interval=2, **FLAGS)
     saved, ref_eval, ref_next = run_distributed(train_results, 1, [save] + _eval_and_continue(tok, prefix, ckpt))[0]

@@ -6,7 +6,6 @@ import pytest
 
 from megatron_inserter.training import checkpointing as ckpt
 from tests.harness import run_distributed
-from tests.training.corpus import build_corpus
 from tests.training.runs import common_flags
 
 
@@ -87,8 +86,8 @@ def _interrupted_saves(rank, world_size, tok, prefix, root):
     return seen
 
 
-def test_a_killed_save_is_never_taken_as_the_latest(tmp_path):
-    tok, prefix = build_corpus(str(tmp_path / "corpus"))
+def test_a_killed_save_is_never_taken_as_the_latest(tmp_path, corpus):
+    tok, prefix = corpus
     root = str(tmp_path / "ckpt")
     seen = run_distributed(_interrupted_saves, 1, tok, prefix, root)[0]
     tracker = ckpt.TRACKER

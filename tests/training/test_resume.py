@@ -1,7 +1,6 @@
 """Resuming is exact: 6 steps straight equal 3 steps, a checkpoint, and 3 resumed steps, bit for bit."""
 
 from tests.harness import run_distributed
-from tests.training.corpus import build_corpus
 from tests.training.runs import common_flags, train_histories, train_history
 
 KEYS = ("iteration", "lm loss", "loss after speech", "loss after text", "lr", "consumed_samples", "grad_norm")
@@ -11,8 +10,8 @@ def _rows(history):
     return [tuple(h[k] for k in KEYS) for h in history]
 
 
-def test_six_steps_straight_equal_three_plus_resumed_three(tmp_path):
-    tok, prefix = build_corpus(str(tmp_path / "corpus"))
+def test_six_steps_straight_equal_three_plus_resumed_three(tmp_path, corpus):
+    tok, prefix = corpus
     ckpt = str(tmp_path / "ckpt")
     straight, first = run_distributed(train_histories, 1, [
         common_flags(tok, prefix), common_flags(tok, prefix, save=ckpt, exit_interval=3)])[0]
