@@ -70,9 +70,6 @@ def _rope_scaling(cfg: dict, where: str) -> float | None:
         if float(spec.get(key, want)) != float(want):
             raise ConversionError(f"{where}: rope {key}={spec.get(key)} is not supported (megatron-core's "
                                   f"llama3 scaling uses {want})")
-    if "rope_scaling_factor" not in {f.name for f in dataclasses.fields(LLMConfig)}:
-        raise ConversionError(f"{where}: llama3 rope scaling (Llama 3.1+) needs LLMConfig.rope_scaling_factor, "
-                              "which this version of the model does not have")
     return float(spec.get("factor", 8.0))
 
 

@@ -42,12 +42,14 @@ def qwen2(path: str, **extra):
 
 
 def llama3(path: str, **save_kwargs):
-    """Llama 3 shapes (no biases, GQA, rope theta 500000)."""
+    """Llama 3.1 shapes (no biases, GQA, rope theta 500000, "llama3" rope scaling)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(2)
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 8192}
     model = _randomise(LlamaForCausalLM(LlamaConfig(**_text_config(rope_theta=500_000.0, bos_token_id=1,
-                                                                   eos_token_id=2))), 2)
+                                                                   eos_token_id=2, rope_scaling=scaling))), 2)
     model.save_pretrained(path, **save_kwargs)
     return model
 
