@@ -4,7 +4,6 @@ spec, no initialisation) so their sharded state dicts name every tensor as train
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import torch
@@ -23,25 +22,6 @@ def llm_builder(cfg: LLMConfig, tp: int = 1) -> Callable[[], torch.nn.Module]:
     return build
 
 
-@contextlib.contextmanager
-def _constants_on_cpu():
-    """The log-mel filter bank is computed from Python scalars at construction, which meta tensors cannot
-    provide; it is a non-persistent buffer (never checkpointed), so computing it on the CPU changes nothing."""
-    from megatron_inserter.models import melspec
-
-    original = melspec.mel_filters
-
-    def on_cpu(*args, **kwargs):
-        with torch.device("cpu"):
-            return original(*args, **kwargs)
-
-    melspec.mel_filters = on_cpu
-    try:
-        yield
-    finally:
-        melspec.mel_filters = original
-
-
 def inserter_builder(cfg: InserterModelConfig) -> Callable[[], torch.nn.Module]:
     """``--model-type inserter``: encoder + adapter + GPTModel."""
     from megatron_inserter.models.builder import encoder_transformer_config, llm_transformer_config
@@ -49,6 +29,5 @@ def inserter_builder(cfg: InserterModelConfig) -> Callable[[], torch.nn.Module]:
 
     def build():
         llm_config = llm_transformer_config(cfg, perform_initialization=False)
-        with _constants_on_cpu():
-            return InserterModel(cfg, llm_config, encoder_transformer_config(cfg, llm_config), use_te=False)
+        return InserterModel(cfg, llm_config, encoder_transformer_config(cfg, llm_config), use_te=False)
     return build

@@ -43,6 +43,6 @@ def spoken_prompt_continuation(load_dir: str, shards_dir: str, max_new_tokens: i
     (ids,) = generate(loaded.model, [prompt], GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0),
                       stop_ids(tok, "plain"), pad_id=tok.pad_id)
     generated = tok.detokenize(ids)
-    expected = tok.detokenize(tok.tokenize(after)[: max(len(ids), 1)])
+    expected = tok.detokenize(tok.tokenize(after)[:max_new_tokens])
     return {"text_before_speech": before[-200:], "spoken_span": spoken, "speech_seconds": round(len(audio) / 16000, 2),
             "expected_continuation": expected, "greedy_continuation": generated, "new_tokens": len(ids)}

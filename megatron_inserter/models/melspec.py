@@ -65,8 +65,13 @@ class LogMel(torch.nn.Module):
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.window_samples = round(window_seconds * sample_rate)
-        self.register_buffer("filters", mel_filters(num_mel_bins, n_fft, sample_rate).float(), persistent=False)
-        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        # Constants computed on the CPU even when the model is built on the meta device (conversion);
+        # they are non-persistent buffers, never checkpointed, and follow the module on .to()/.cuda().
+        with torch.device("cpu"):
+            filters = mel_filters(num_mel_bins, n_fft, sample_rate).float()
+            window = torch.hann_window(n_fft)
+        self.register_buffer("filters", filters, persistent=False)
+        self.register_buffer("window", window, persistent=False)
 
     @property
     def window_frames(self) -> int:

@@ -113,6 +113,15 @@ def format_train_line(iteration: int, train_iters: int, v: dict) -> str:
     return " | ".join(parts)
 
 
+def _smooth(values, weight: float = 0.9) -> list[float]:
+    """Exponential moving average with bias correction (as TensorBoard's smoothing)."""
+    out, avg = [], 0.0
+    for i, v in enumerate(values, 1):
+        avg = weight * avg + (1 - weight) * v
+        out.append(avg / (1 - weight ** i))
+    return out
+
+
 def plot_loss_curve(metrics_path: str, png_path: str) -> str | None:
     records = read_metrics(metrics_path)
     train = [r for r in records if r.get("kind") == "train"]
@@ -124,10 +133,14 @@ def plot_loss_curve(metrics_path: str, png_path: str) -> str | None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    raw = [(r["iteration"], r[LM_LOSS]) for r in train if r.get(LM_LOSS) is not None]
+    if raw:
+        ax.plot(*zip(*raw), "-", color="0.75", linewidth=0.8, label=f"train {LM_LOSS} (per step)")
     for name, style in ((LM_LOSS, "-"), (AFTER_SPEECH, "--"), (AFTER_TEXT, ":")):
         pts = [(r["iteration"], r[name]) for r in train if r.get(name) is not None]
         if pts:
-            ax.plot(*zip(*pts), style, label=f"train {name}", linewidth=1.2)
+            its, vals = zip(*pts)
+            ax.plot(its, _smooth(vals), style, label=f"train {name} (smoothed)", linewidth=1.5)
     val = [(r["iteration"], r[LM_LOSS]) for r in records if r.get("kind") == "valid" and r.get(LM_LOSS) is not None]
     if val:
         ax.plot(*zip(*val), "o-", label=f"valid {LM_LOSS}", markersize=3)

@@ -47,6 +47,8 @@ def validate(args: TrainingArguments, world_size: int, cuda: bool, transformer_e
            f"--fp8-format {args.fp8_format} needs CUDA and Transformer Engine "
            f"({'no CUDA device' if not cuda else 'transformer_engine does not import'})", p)
     _check(args.fp8_format is None or args.bf16, "--fp8-format needs --bf16 (FP8 GEMMs with bf16 elsewhere)", p)
+    _check(not args.bf16 or cuda, "--bf16 needs CUDA (megatron-core's mixed-precision optimizer refuses CPU "
+                                  "parameters); train in fp32 on CPU", p)
     _check(not args.use_distributed_optimizer or cuda,
            "--use-distributed-optimizer needs CUDA (megatron-core refuses CPU parameters); drop it on CPU", p)
     _check(cp == 1 or (cuda and transformer_engine),

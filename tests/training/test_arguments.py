@@ -43,6 +43,7 @@ def test_missing_required_flags_are_listed():
 @pytest.mark.parametrize("extra, world, cuda, named", [
     (["--sequence-parallel"], 1, True, "--sequence-parallel"),
     (["--fp8-format", "hybrid", "--bf16"], 1, False, "--fp8-format"),
+    (["--bf16"], 1, False, "--bf16"),
     (["--use-distributed-optimizer"], 2, False, "--use-distributed-optimizer"),
     (["--global-batch-size", "6"], 2, False, "--global-batch-size"),
     (["--tensor-model-parallel-size", "3"], 4, False, "--tensor-model-parallel-size"),
