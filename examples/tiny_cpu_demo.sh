@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The tiny CPU recipe, command by command: what `inserter demo` does, with the commands a user runs at scale.
 # About 5 minutes on 2 cores. Needs espeak-ng (apt-get install espeak-ng) and the package installed
-# (make setup). Usage: examples/tiny_cpu_demo.sh [WORKDIR]
+# (make setup). Usage: [TRAIN_ITERS=300] examples/tiny_cpu_demo.sh [WORKDIR]
 set -euo pipefail
 
 WORK=${1:-runs/tiny_cpu}
+TRAIN_ITERS=${TRAIN_ITERS:-300}
 CORPUS=$(python -c "import importlib.resources as r; print(r.files('megatron_inserter') / 'assets' / 'demo_corpus.jsonl')")
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 mkdir -p "$WORK"
@@ -27,8 +28,8 @@ LOAD=()
 [ -f "$WORK/train/latest_checkpointed_iteration.txt" ] && LOAD=(--load "$WORK/train")
 inserter train --model-type inserter --model-preset tiny "${TOK[@]}" \
     --data-path 0.4 "$WORK/data/interleaved" 0.3 "$WORK/data/interleaved_asr" 0.3 "$WORK/data/text" \
-    --split 95,5,0 --seq-length 256 --micro-batch-size 4 --global-batch-size 4 --train-iters 300 \
-    --lr 1e-3 --min-lr 1e-4 --lr-warmup-iters 20 --lr-decay-style cosine --clip-grad 1.0 \
+    --split 95,5,0 --seq-length 256 --micro-batch-size 4 --global-batch-size 4 --train-iters "$TRAIN_ITERS" \
+    --lr 1e-3 --min-lr 1e-4 --lr-warmup-iters $((TRAIN_ITERS / 15)) --lr-decay-style cosine --clip-grad 1.0 \
     --eval-interval 100 --eval-iters 4 --log-interval 20 --num-workers 0 \
     --save "$WORK/train" --save-interval 100 --tensorboard-dir "$WORK/train/tensorboard" "${LOAD[@]}"
 

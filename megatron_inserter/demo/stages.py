@@ -130,8 +130,8 @@ class Demo:
     def preprocess(self) -> dict:
         from megatron_inserter.data.indexed.preprocess import PreprocessConfig, preprocess
 
-        common = dict(tokenizer_type="sentencepiece", tokenizer_model=self.path("tokenizer", "demo.model"),
-                      workers=1, progress=False)
+        common = {"tokenizer_type": "sentencepiece", "tokenizer_model": self.path("tokenizer", "demo.model"),
+                      "workers": 1, "progress": False}
         inter = preprocess(PreprocessConfig(inputs=[self.path("shards")],
                                             output_prefix=self.path("data", "interleaved"), **common))
         text = preprocess(PreprocessConfig(inputs=[self.path("corpus", "corpus.jsonl")],

@@ -72,7 +72,7 @@ class TrainingArguments:
     eval_interval: int = _arg(1000, "iterations between validation runs")
     eval_iters: int = _arg(100, "global batches per validation run (0 disables validation)")
     # Data
-    data_path: list = _arg([], "blend in Megatron syntax: PREFIX or WEIGHT PREFIX WEIGHT PREFIX ...")
+    data_path: list = _arg([], "blend in Megatron syntax: PREFIX or WEIGHT PREFIX WEIGHT PREFIX ...")  # noqa: RUF009
     split: str = _arg("969,30,1", "train,valid,test proportions of each dataset")
     data_cache_path: str = _arg(None, "where sample indices are cached (default: next to the data)")
     num_workers: int = _arg(2, "data-loader worker processes per data-loading rank")
@@ -123,9 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
         if kind is bool:
             p.add_argument(flag(name), action=argparse.BooleanOptionalAction, help=help_text)
         elif kind is list:
-            p.add_argument(flag(name), nargs="+", help=help_text)
+            p.add_argument(flag(name), nargs="+", metavar="STR", help=help_text)
         else:
-            p.add_argument(flag(name), type=kind, choices=f.metadata["choices"], help=help_text)
+            metavar = None if f.metadata["choices"] else {int: "N", float: "X", str: "STR"}[kind]
+            p.add_argument(flag(name), type=kind, choices=f.metadata["choices"], metavar=metavar, help=help_text)
     return p
 
 

@@ -19,6 +19,7 @@ suggests ``--no-load-optim``); RNG states are restored only at the same layout.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import re
@@ -134,7 +135,8 @@ def save_checkpoint(root: str, state: TrainState, chunks, optimizer, scheduler, 
     tmp = final + ".tmp"
     if dist.get_rank() == 0:
         os.makedirs(root, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+        for stale in glob.glob(os.path.join(root, "iter_*.tmp")):  # left by saves that were killed
+            shutil.rmtree(stale, ignore_errors=True)
         os.makedirs(tmp)
     dist.barrier()
     model = _model_state(chunks)
@@ -184,8 +186,9 @@ def load_checkpoint(path: str, chunks, optimizer, scheduler, current: TrainState
             logger.warning("checkpoint layout %s differs from this run's %s: RNG states are not restored",
                            saved.layout, current.layout)
         load_rng = False
-    if load_optim and not common.get("optimizer_has_state", True):
-        logger.info("%s was saved before the first optimizer step: no optimizer state to restore", ckpt)
+    if load_optim and not ("optimizer" in common and common.get("optimizer_has_state", True)):
+        # Saved before the first optimizer step, or converted weights: there are no moments to restore.
+        logger.info("%s holds no optimizer state; the optimizer starts fresh", ckpt)
         optimizer_state = False
     else:
         optimizer_state = load_optim
@@ -206,15 +209,14 @@ def load_checkpoint(path: str, chunks, optimizer, scheduler, current: TrainState
         optimizer.load_state_dict(loaded["optimizer"])
     elif optimizer is not None:
         optimizer.reload_model_params()  # fp32 master copies (bf16 runs) follow the loaded weights
-    if load_optim:
-        if scheduler is not None:
-            scheduler.load_state_dict(common["scheduler"])
+    if load_optim and scheduler is not None and "scheduler" in common:
+        scheduler.load_state_dict(common["scheduler"])
     if load_rng:
         rng_state.restore(loaded["rng_state"])
     if finetune:
         return TrainState(iteration=0, consumed_train_samples=0, layout=saved.layout,
                           distributed_optimizer=saved.distributed_optimizer)
-    if not load_optim and scheduler is not None:
+    if (not load_optim or "scheduler" not in common) and scheduler is not None:
         # The schedule continues from the checkpoint's position even without the optimizer moments.
         scheduler.num_steps = saved.consumed_train_samples
         scheduler.step(0)

@@ -15,7 +15,12 @@ import torch
 from megatron.core import parallel_state as ps
 
 from megatron_inserter.data.indexed import (
-    PretrainingBatchSampler, build_datasets, collate_batch, dataset_config, parse_blend)
+    PretrainingBatchSampler,
+    build_datasets,
+    collate_batch,
+    dataset_config,
+    parse_blend,
+)
 from megatron_inserter.training.arguments import TrainingArguments
 from megatron_inserter.training.broadcast import broadcast_batch
 from megatron_inserter.training.validation import RunLayout

@@ -58,7 +58,7 @@ class MetricsLogger:
             with open(tmp, "w", encoding="utf-8") as f:
                 f.writelines(json.dumps(r) + "\n" for r in kept)
             os.replace(tmp, path)
-            self._jsonl = open(path, "a", encoding="utf-8")
+            self._jsonl = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open for the run, closed in close()
         if tensorboard_dir:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -95,8 +95,8 @@ class MetricsLogger:
 
 def format_train_line(iteration: int, train_iters: int, v: dict) -> str:
     parts = [f"iteration {iteration:>7d}/{train_iters}", f"consumed samples {v['consumed_samples']}",
-             f"lr {v['lr']:.3e}", f"{LM_LOSS} {v[LM_LOSS]:.4f}"]
-    for name in (AFTER_SPEECH, AFTER_TEXT):
+             f"lr {v['lr']:.3e}"]
+    for name in (LM_LOSS, AFTER_SPEECH, AFTER_TEXT):
         if v.get(name) is not None:
             parts.append(f"{name} {v[name]:.4f}")
     if v.get("grad_norm") is not None:

@@ -116,16 +116,16 @@ def model_family(args: TrainingArguments, tokenizer):
 
 def transformer_overrides(args: TrainingArguments, vp: int | None) -> dict:
     """TransformerConfig fields set by the command line (parallelism and precision)."""
-    out = dict(
-        tensor_model_parallel_size=args.tensor_model_parallel_size,
-        pipeline_model_parallel_size=args.pipeline_model_parallel_size,
-        virtual_pipeline_model_parallel_size=vp,
-        context_parallel_size=args.context_parallel_size,
-        sequence_parallel=args.sequence_parallel,
-        pipeline_dtype=torch.bfloat16 if args.bf16 else torch.float32,
-        bf16=args.bf16,
-        params_dtype=torch.float32,  # fp32 master copies; Float16Module casts the compute copy
-    )
+    out = {
+        "tensor_model_parallel_size": args.tensor_model_parallel_size,
+        "pipeline_model_parallel_size": args.pipeline_model_parallel_size,
+        "virtual_pipeline_model_parallel_size": vp,
+        "context_parallel_size": args.context_parallel_size,
+        "sequence_parallel": args.sequence_parallel,
+        "pipeline_dtype": torch.bfloat16 if args.bf16 else torch.float32,
+        "bf16": args.bf16,
+        "params_dtype": torch.float32,  # fp32 master copies; Float16Module casts the compute copy
+    }
     if args.fp8_format:
         out.update(fp8=args.fp8_format)
     return out

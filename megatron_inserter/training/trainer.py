@@ -10,6 +10,8 @@ records the loss, its after-speech / after-text split, grad norm, LR, throughput
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,9 +28,18 @@ from megatron_inserter.training.arguments import TrainingArguments
 from megatron_inserter.training.data import BatchSource, build_train_valid, step_iterators
 from megatron_inserter.training.engine import eval_step, train_step
 from megatron_inserter.training.flops import peak_tflops_per_device
-from megatron_inserter.training.losses import LM_LOSS, LossFunction, after_speech_mask
+from megatron_inserter.training.losses import (
+    AFTER_SPEECH,
+    AFTER_TEXT,
+    LM_LOSS,
+    LossFunction,
+    after_speech_mask,
+)
 from megatron_inserter.training.metrics import MetricsLogger, format_train_line
 from megatron_inserter.training.setup import Run, build_run
+
+logger = logging.getLogger(__name__)
+LOSS_NAMES = (LM_LOSS, AFTER_SPEECH, AFTER_TEXT)
 
 
 @dataclass
@@ -48,6 +59,11 @@ def _memory_gib() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def _mean(values: list) -> float | None:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(vals) / len(vals) if vals else None
 
 
 def _lr(optimizer) -> float:
@@ -90,38 +106,41 @@ class Trainer:
         dev = device()
         source = BatchSource(train_ds, self.state.consumed_train_samples, run.layout, a.micro_batch_size,
                              a.num_workers, run.family.with_audio, dev)
-        logger = MetricsLogger(log_dir_of(a), a.tensorboard_dir, self.state.iteration)
+        metrics = MetricsLogger(log_dir_of(a), a.tensorboard_dir, self.state.iteration)
         result = TrainResult(self.state.iteration, self.state.consumed_train_samples)
         t_start = time.perf_counter()
         window = {"seconds": 0.0, "iters": 0}  # step time only: validation and checkpoints excluded
         has_valid = a.eval_iters > 0 and _any_rank(valid_ds is not None)
         last_saved, start_iteration = None, self.state.iteration
         if a.skip_train and has_valid:
-            self._validate(valid_ds, logger, result, dev)
+            self._validate(valid_ds, metrics, result, dev)
         while self.state.iteration < a.train_iters and not a.skip_train:
             t0 = time.perf_counter()
             record = self._step(source)
             window["seconds"] += time.perf_counter() - t0
             window["iters"] += 1
+            for name in LOSS_NAMES:
+                window.setdefault(name, []).append(record.get(name))
             it = self.state.iteration
             if it % a.log_interval == 0 or it == a.train_iters:
+                averages = {n: _mean(window.pop(n, [])) for n in LOSS_NAMES}  # the line shows interval means
                 record.update(self._throughput(window))
-                logger.line(format_train_line(it, a.train_iters, record))
+                metrics.line(format_train_line(it, a.train_iters, {**record, **averages}))
             result.history.append({"iteration": it, **record})
-            logger.record("train", it, record)
+            metrics.record("train", it, record)
             if has_valid and (it % a.eval_interval == 0 or it == a.train_iters):
-                self._validate(valid_ds, logger, result, dev)
+                self._validate(valid_ds, metrics, result, dev)
             exiting = bool(a.exit_interval) and it % a.exit_interval == 0
             if a.save and ((a.save_interval and it % a.save_interval == 0) or exiting):
                 last_saved = self._save()
             if exiting:
-                logger.line(f"exiting at iteration {it} (--exit-interval {a.exit_interval})")
+                metrics.line(f"exiting at iteration {it} (--exit-interval {a.exit_interval})")
                 break
         if a.save and last_saved != self.state.iteration and self.state.iteration > start_iteration:
             last_saved = self._save()
         result.iteration, result.consumed_samples = self.state.iteration, self.state.consumed_train_samples
         result.checkpoint = ckpt.iteration_dir(a.save, last_saved) if a.save and last_saved else None
-        result.loss_plot = logger.close()
+        result.loss_plot = metrics.close()
         result.seconds = time.perf_counter() - t_start
         return result
 
@@ -154,14 +173,14 @@ class Trainer:
                 "tflops_per_device": tflops, "mfu": tflops / self._peak if self._peak else None,
                 "memory_gib": _memory_gib()}
 
-    def _validate(self, valid_ds, logger: MetricsLogger, result: TrainResult, dev) -> None:
+    def _validate(self, valid_ds, metrics: MetricsLogger, result: TrainResult, dev) -> None:
         a, run = self.args, self.run
         source = BatchSource(valid_ds, 0, run.layout, a.micro_batch_size, 0, run.family.with_audio, dev)
         microbatches = [mb for _ in range(a.eval_iters) for mb in source.next_step()]
         losses = eval_step(self.forward_step, step_iterators(microbatches, len(run.chunks)), run.chunks,
                            len(microbatches), a.seq_length, a.micro_batch_size)
-        logger.record("valid", self.state.iteration, losses)
-        logger.line(f"validation at iteration {self.state.iteration}: " +
+        metrics.record("valid", self.state.iteration, losses)
+        metrics.line(f"validation at iteration {self.state.iteration}: " +
                     " | ".join(f"{k} {v:.4f}" for k, v in losses.items()))
         result.validation.append({"iteration": self.state.iteration, **losses})
 
@@ -196,9 +215,28 @@ def _no_loss(output):
     raise RuntimeError("loss requested on a pipeline stage without data")
 
 
+# Flags that decide which samples a step reads: changing them on resume changes the data order.
+DATA_ORDER_FLAGS = ("data_path", "split", "seq_length", "seed", "train_iters", "global_batch_size", "eval_iters")
+
+
+def _warn_if_data_order_changes(args: TrainingArguments, run: Run) -> None:
+    if ckpt.resolve_load_dir(args.load) is None:
+        return
+    saved = ckpt.checkpoint_args(args.load)
+    now = {**args.to_dict(), "global_batch_size": run.layout.global_batch_size}
+    changed = [f for f in DATA_ORDER_FLAGS if f in saved and saved[f] is not None and saved[f] != now[f]]
+    if changed and dist.get_rank() == 0:
+        logger.warning("resuming with different %s than the checkpoint (%s): the blend's sample order changes, "
+                       "so the run does not continue exactly where it stopped",
+                       ", ".join(f"--{f.replace('_', '-')}" for f in changed),
+                       ", ".join(f"{f}={saved[f]!r}" for f in changed))
+
+
 def train(args: TrainingArguments) -> TrainResult:
     run = build_run(args)
     trainer = Trainer(run)
+    if args.load and not args.finetune:
+        _warn_if_data_order_changes(args, run)
     if args.load:
         loaded = ckpt.load_checkpoint(args.load, run.chunks, run.optimizer, run.scheduler, trainer.state,
                                       load_optim=args.load_optim, load_rng=args.load_rng, finetune=args.finetune)

@@ -8,8 +8,7 @@ import random
 
 import numpy as np
 
-WORDS = ("the cat sat on a warm mat while speech and text models learn to read and listen "
-         "one two three four five six seven eight nine ten").split()
+WORDS = ["the", "cat", "sat", "on", "a", "warm", "mat", "while", "speech", "and", "text", "models", "learn", "to", "read", "and", "listen", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
 
 
 def _pcm(num_samples: int, seed: int) -> np.ndarray:

@@ -6,7 +6,7 @@ import pytest
 from tests.harness import run_distributed
 from tests.training.runs import common_flags, train_results
 
-FLAGS = dict(train_iters=3, eval_iters=2, eval_interval=100, split="80,20,0", lr_warmup_iters=0)
+FLAGS = {"train_iters": 3, "eval_iters": 2, "eval_interval": 100, "split": "80,20,0", "lr_warmup_iters": 0}
 
 
 def _eval_and_continue(tok, prefix, ckpt, **layout):

@@ -11,7 +11,8 @@ from tests.training.runs import common_flags
 
 def _complete(path):
     os.makedirs(path)
-    open(os.path.join(path, "metadata.json"), "w").write("{}")
+    with open(os.path.join(path, "metadata.json"), "w") as f:
+        f.write("{}")
 
 
 def test_only_the_published_iteration_is_loaded(tmp_path):
@@ -42,7 +43,7 @@ def _interrupted_saves(rank, world_size, tok, prefix, root):
     from megatron_inserter.training.setup import build_run
 
     run = build_run(parse_args(common_flags(tok, prefix, save=root)))
-    first_param = lambda: next(unwrap(run.chunks[0]).parameters())  # noqa: E731
+    first_param = lambda: next(unwrap(run.chunks[0]).parameters())
     state = ckpt.TrainState(iteration=1, consumed_train_samples=4, layout=run.parallel_layout())
     ckpt.save_checkpoint(root, state, run.chunks, run.optimizer, run.scheduler, {})
     saved = first_param().detach().clone()

@@ -2,7 +2,13 @@
 
 import torch
 
-from megatron_inserter.training.losses import AFTER_SPEECH, AFTER_TEXT, LM_LOSS, LossFunction, after_speech_mask
+from megatron_inserter.training.losses import (
+    AFTER_SPEECH,
+    AFTER_TEXT,
+    LM_LOSS,
+    LossFunction,
+    after_speech_mask,
+)
 
 EOD, BOS, EOS, AUD, PAD = 2, 5, 6, 7, 0
 
