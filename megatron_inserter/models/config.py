@@ -113,9 +113,19 @@ class InserterModelConfig:
         return new
 
     def with_tokenizer(self, tokenizer) -> InserterModelConfig:
-        """Vocabulary size and placeholder id from a tokenizer (``data.tokenizers`` interface)."""
+        """Vocabulary size and placeholder id from a tokenizer (``data.tokenizers`` interface).
+
+        A config read from a converted checkpoint (``notes["fixed_vocab"]``) keeps its vocabulary size,
+        which matches the checkpoint's embedding rows (e.g. Qwen2-Audio-7B's 156032 for a tokenizer of
+        about 151.6k); the tokenizer must fit inside it.
+        """
         if tokenizer.audio_placeholder_id >= tokenizer.vocab_size:
             raise ValueError(f"tokenizer placeholder id {tokenizer.audio_placeholder_id} is outside its "
                              f"vocabulary of {tokenizer.vocab_size}")
-        return self.replace(vocab_size=tokenizer.vocab_size,
-                            audio_placeholder_id=tokenizer.audio_placeholder_id)
+        vocab = tokenizer.vocab_size
+        if self.notes.get("fixed_vocab"):
+            if tokenizer.vocab_size > self.llm.vocab_size:
+                raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model's embedding "
+                                 f"has {self.llm.vocab_size} rows ({self.notes.get('source', self.name)})")
+            vocab = self.llm.vocab_size
+        return self.replace(vocab_size=vocab, audio_placeholder_id=tokenizer.audio_placeholder_id)

@@ -74,6 +74,11 @@ def register_preset(name: str, factory: Callable[[], InserterModelConfig]) -> No
 
 
 def get_preset(name: str) -> InserterModelConfig:
+    """A named preset, or the ``model_config.json`` at a path (a converted checkpoint's shapes)."""
+    from megatron_inserter.models.config_file import is_config_path, read_model_config
+
+    if name not in PRESETS and is_config_path(name):
+        return read_model_config(name)
     try:
         factory = PRESETS[name]
     except KeyError:
