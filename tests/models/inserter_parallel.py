@@ -3,14 +3,13 @@ TP/PP/VPP/SP/DP layout, starting from weights loaded out of one dist checkpoint 
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from megatron_inserter.models.config import AdapterConfig, EncoderConfig, InserterModelConfig
 from megatron_inserter.models.frames import num_audio_frames
 from megatron_inserter.models.llm import LLMConfig
 from megatron_inserter.runtime import ParallelConfig, initialize_parallel
+from tests.runtime.gpt_parallel import load_checkpoint, save_checkpoint, sharded_state
 
 PLACEHOLDER = 99  # counting tokens run over 0..98, so the placeholder never appears as text
 SEQ, MBS, GBS = 32, 2, 8
@@ -108,25 +107,6 @@ def _loss_func(mask):
         return total, count.int(), {"lm loss": torch.stack([total.detach(), count])}
 
     return loss_func
-
-
-def sharded_state(chunks) -> dict:
-    return {f"model{i}": c.sharded_state_dict() for i, c in enumerate(chunks)}
-
-
-def save_checkpoint(chunks, path: str) -> None:
-    from megatron.core import dist_checkpointing
-
-    os.makedirs(path, exist_ok=True)
-    dist_checkpointing.save(sharded_state(chunks), path)
-
-
-def load_checkpoint(chunks, path: str) -> None:
-    from megatron.core import dist_checkpointing
-
-    state = dist_checkpointing.load(sharded_state(chunks), path)
-    for i, c in enumerate(chunks):
-        c.load_state_dict(state[f"model{i}"])
 
 
 def train_layout(ckpt_dir, cfg=None, steps=3, speech=True, sp=False, overlap_grad_reduce=False,
