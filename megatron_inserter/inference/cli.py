@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.input_jsonl and not args.output_jsonl:
         print("inserter generate: --input-jsonl needs --output-jsonl", file=sys.stderr)
         return 2
-    from megatron_inserter.eval.responder import EvalRequest, SamplingParams
+    from megatron_inserter.inference.requests import EvalRequest, SamplingParams
     from megatron_inserter.inference.responder import build_responder
 
     responder = build_responder(args.load, template=args.prompt_template, batch_size=args.micro_batch_size,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from megatron_inserter.models.frames import FrameSpec, split_windows, window_frames
+from megatron_inserter.data.frames import FrameSpec, split_windows, window_frames
 
 TEMPLATES = ("plain", "chatml")
 DEFAULT_SYSTEM_PROMPT = "You are a helpful AI assistant. Please answer the question based on the provided audio."

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import soundfile as sf
 
-from megatron_inserter.eval.responder import EvalRequest
+from megatron_inserter.data.frames import SAMPLE_RATE
 from megatron_inserter.inference.generate import GenerationConfig, generate
 from megatron_inserter.inference.loading import LoadedModel, load_for_inference
 from megatron_inserter.inference.prompt import Prompt, encode_prompt, stop_ids
-from megatron_inserter.models.frames import SAMPLE_RATE
+from megatron_inserter.inference.requests import EvalRequest
 
 
 def read_audio(path: str | None, audio=None, sample_rate: int = SAMPLE_RATE) -> np.ndarray | None:

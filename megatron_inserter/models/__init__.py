@@ -1,6 +1,6 @@
-"""The speech-text model.
+"""The speech-text model. (How many placeholder positions a clip occupies is data/frames.py, shared
+with the data pipeline; ``InserterModelConfig.frame_spec()`` describes this model to it.)
 
-  frames.py          how many placeholder positions a clip occupies (shared with the data pipeline)
   config.py          EncoderConfig, AdapterConfig, InserterModelConfig (pure data; ``frame_spec()``)
   presets.py         named presets: ``InserterModelConfig.from_name("tiny")``
   llm.py             the GPTModel LLM (Qwen2 / Llama shapes)

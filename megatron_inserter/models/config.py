@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from megatron_inserter.models.frames import SAMPLE_RATE, FrameSpec
+from megatron_inserter.data.frames import SAMPLE_RATE, FrameSpec
 from megatron_inserter.models.llm import LLMConfig
 
 INPUT_MODES = ("masked", "window")

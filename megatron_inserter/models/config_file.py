@@ -16,8 +16,8 @@ import dataclasses
 import json
 import os
 
+from megatron_inserter.data.frames import FrameSpec
 from megatron_inserter.models.config import AdapterConfig, EncoderConfig, InserterModelConfig
-from megatron_inserter.models.frames import FrameSpec
 from megatron_inserter.models.llm import LLMConfig
 
 FILE_NAME = "model_config.json"

@@ -8,8 +8,8 @@ The log-mel STFT, norms, activations and the softmax are left out (well under 1%
 
 from __future__ import annotations
 
+from megatron_inserter.data.frames import FrameSpec, num_audio_frames
 from megatron_inserter.models.config import InserterModelConfig
-from megatron_inserter.models.frames import FrameSpec, num_audio_frames
 from megatron_inserter.models.llm import LLMConfig
 
 

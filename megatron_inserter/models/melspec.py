@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from megatron_inserter.models.frames import SAMPLE_RATE
+from megatron_inserter.data.frames import SAMPLE_RATE
 
 
 def _hz_to_mel(freq: torch.Tensor) -> torch.Tensor:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from megatron_inserter.data.frames import FrameSpec
 from megatron_inserter.models.context_parallel import slice_batch_for_cp
-from megatron_inserter.models.frames import FrameSpec
 from megatron_inserter.models.llm import LLMConfig, build_gpt, transformer_config
 from megatron_inserter.training.arguments import ArgumentError, TrainingArguments
 

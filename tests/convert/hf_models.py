@@ -97,7 +97,7 @@ def add_tokenizer(path: str, size: int = 20) -> None:
 def speech_batch(seed: int = 5):
     """Two clips (1.0 s and 2.4 s; multiples of the 10 ms hop, so Qwen2-Audio's frame count and
     ``frames.num_audio_frames`` agree) and token rows with their placeholder runs."""
-    from megatron_inserter.models.frames import num_audio_frames
+    from megatron_inserter.data.frames import num_audio_frames
 
     g = torch.Generator().manual_seed(seed)
     lengths = torch.tensor([16000, 38400])

@@ -90,8 +90,8 @@ def test_generation_stops_at_a_stop_token(outputs):
 
 
 def test_placeholder_count_follows_the_frame_function():
+    from megatron_inserter.data.frames import FrameSpec, num_audio_frames
     from megatron_inserter.inference.prompt import Prompt, encode_prompt
-    from megatron_inserter.models.frames import FrameSpec, num_audio_frames
 
     spec = FrameSpec()
     audio = np.zeros(16000 * 31 + 555, dtype=np.float32)  # two windows

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from megatron_inserter.data.frames import num_audio_frames
 from megatron_inserter.models.config import AdapterConfig, EncoderConfig
-from megatron_inserter.models.frames import num_audio_frames
 from megatron_inserter.runtime import ParallelConfig, initialize_parallel
 from tests.models.inserter_parallel import small_config
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from megatron_inserter.data.frames import num_audio_frames
 from megatron_inserter.models.config import AdapterConfig, EncoderConfig, InserterModelConfig
-from megatron_inserter.models.frames import num_audio_frames
 from megatron_inserter.models.llm import LLMConfig
 from megatron_inserter.runtime import ParallelConfig, initialize_parallel
 from tests.runtime.gpt_parallel import load_checkpoint, save_checkpoint, sharded_state

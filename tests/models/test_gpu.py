@@ -69,7 +69,7 @@ def test_masked_encoding_is_padding_invariant_on_cuda(cuda_process_group):
     with torch.no_grad():
         batched = model.encode_audio(audio, lens)
         spec = model.cfg.frame_spec()
-        from megatron_inserter.models.frames import num_audio_frames
+        from megatron_inserter.data.frames import num_audio_frames
 
         start = 0
         for i, n in enumerate(lengths):

@@ -4,8 +4,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from megatron_inserter.data.frames import FrameSpec, num_audio_frames
 from megatron_inserter.models.config import AdapterConfig, EncoderConfig, InserterModelConfig
-from megatron_inserter.models.frames import FrameSpec, num_audio_frames
 
 
 def test_qwen2_audio_7b_matches_the_public_config():

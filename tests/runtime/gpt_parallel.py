@@ -91,7 +91,12 @@ def train(rank, world_size, ckpt_dir, tp=1, pp=1, vp=None, steps=3, ddp=True, ev
     from megatron.core.optimizer import OptimizerConfig
 
     from megatron_inserter.training.engine import (
-        build_optimizer, configure_model_config, eval_step, train_step, wrap_ddp)
+        build_optimizer,
+        configure_model_config,
+        eval_step,
+        train_step,
+        wrap_ddp,
+    )
 
     initialize_parallel(ParallelConfig(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
                                        virtual_pipeline_model_parallel_size=vp))

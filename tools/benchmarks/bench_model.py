@@ -27,9 +27,9 @@ import torch
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 
+from megatron_inserter.data.frames import num_audio_frames
 from megatron_inserter.models.config import InserterModelConfig
 from megatron_inserter.models.flops import training_flops
-from megatron_inserter.models.frames import num_audio_frames
 
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "B200": 2250.0}
 

@@ -10,7 +10,7 @@ import io
 
 import numpy as np
 
-from megatron_inserter.models.frames import SAMPLE_RATE
+from megatron_inserter.data.frames import SAMPLE_RATE
 
 AUDIO_SUFFIX = "_audio"
 AUDIO_DTYPE = np.int16

@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
 from megatron.core.datasets.utils import get_blend_from_list
 
+from megatron_inserter.data.frames import FrameSpec
 from megatron_inserter.data.indexed.dataset import InterleavedDataset, InterleavedDatasetConfig
-from megatron_inserter.models.frames import FrameSpec
 
 
 def parse_blend(data_path: Sequence[str]) -> tuple[list[str], list[float] | None]:

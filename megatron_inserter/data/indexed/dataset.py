@@ -23,9 +23,9 @@ from megatron.core.datasets.blended_megatron_dataset_config import BlendedMegatr
 from megatron.core.datasets.megatron_dataset import MegatronDataset
 from megatron.core.datasets.utils import Split
 
+from megatron_inserter.data.frames import FrameSpec
 from megatron_inserter.data.indexed.low_level import InterleavedLowLevelDataset
 from megatron_inserter.data.indexed.sample_index import build_indices
-from megatron_inserter.models.frames import FrameSpec
 
 logger = logging.getLogger(__name__)
 INDEX_VERSION = "interleaved-1"

@@ -13,8 +13,8 @@ import struct
 import numpy as np
 from megatron.core.datasets.indexed_dataset import DType, IndexedDataset, get_bin_path, get_idx_path
 
+from megatron_inserter.data.frames import FrameSpec, num_audio_frames, split_windows, window_frames
 from megatron_inserter.data.indexed.metadata import MODE_SPEECH, read_metadata
-from megatron_inserter.models.frames import FrameSpec, num_audio_frames, split_windows, window_frames
 
 _HEADER = b"MMIDIDX\x00\x00"
 _HEADER_BYTES = 9 + 8 + 1 + 8 + 8

@@ -21,6 +21,7 @@ from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 
+from megatron_inserter.data.frames import SAMPLE_RATE
 from megatron_inserter.data.indexed.metadata import DatasetMetadata, TokenizerInfo, meta_path, write_metadata
 from megatron_inserter.data.indexed.sources import (
     InputRange,
@@ -31,7 +32,6 @@ from megatron_inserter.data.indexed.sources import (
 )
 from megatron_inserter.data.indexed.writer import InterleavedWriter, dataset_files, output_prefixes
 from megatron_inserter.data.tokenizers import build_tokenizer
-from megatron_inserter.models.frames import SAMPLE_RATE
 
 _PROGRESS_EVERY = 200  # documents between progress reports from a worker
 

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from megatron.core.datasets.indexed_dataset import get_bin_path, get_idx_path
 
+from megatron_inserter.data.frames import SAMPLE_RATE
 from megatron_inserter.data.indexed.audio_store import AUDIO_DTYPE, AUDIO_SUFFIX
 from megatron_inserter.data.indexed.builder import CompactIndexedDatasetBuilder
 from megatron_inserter.data.indexed.metadata import MODE_SPEECH, MODE_TEXT
 from megatron_inserter.data.indexed.sources import Document, SkipDocument
-from megatron_inserter.models.frames import SAMPLE_RATE
 
 ASR_SUFFIX = "_asr"
 TOKEN_DTYPE = np.int32

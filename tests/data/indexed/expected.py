@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from megatron_inserter.models.frames import FrameSpec, num_audio_frames, split_windows, window_frames
+from megatron_inserter.data.frames import FrameSpec, num_audio_frames, split_windows, window_frames
 
 DEFAULT_SPEC = FrameSpec()
 

@@ -3,10 +3,10 @@ import pytest
 import torch
 from megatron.core.datasets.blended_dataset import BlendedDataset
 
+from megatron_inserter.data.frames import num_audio_frames
 from megatron_inserter.data.indexed import build_datasets, dataset_config, parse_blend
 from megatron_inserter.data.indexed.metadata import TokenizerMismatchError
 from megatron_inserter.data.tokenizers import build_tokenizer
-from megatron_inserter.models.frames import num_audio_frames
 from tests.data.indexed.megatron_text import text_of, write_megatron_text_dataset
 from tests.data.indexed.tiny_corpus import make_documents, train_tokenizer
 

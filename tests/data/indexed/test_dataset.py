@@ -3,10 +3,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from megatron_inserter.data.frames import FrameSpec, num_audio_frames
 from megatron_inserter.data.indexed import build_datasets, collate_batch, dataset_config
 from megatron_inserter.data.indexed.preprocess import write_dataset
 from megatron_inserter.data.indexed.sources import Document, Segment
-from megatron_inserter.models.frames import FrameSpec, num_audio_frames
 from tests.data.indexed.expected import expanded_stream
 
 

@@ -4,10 +4,10 @@ import shutil
 import numpy as np
 import pytest
 
+from megatron_inserter.data.frames import FrameSpec
 from megatron_inserter.data.indexed.low_level import CorruptDatasetError, InterleavedLowLevelDataset
 from megatron_inserter.data.indexed.metadata import TokenizerMismatchError
 from megatron_inserter.data.tokenizers import build_tokenizer
-from megatron_inserter.models.frames import FrameSpec
 from tests.data.indexed.megatron_text import text_of, write_megatron_text_dataset
 from tests.data.indexed.tiny_corpus import make_documents, train_tokenizer
 
