@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from megatron_inserter.models.config import InserterModelConfig
 from megatron_inserter.models.inserter import InserterModel
-from megatron_inserter.models.llm import transformer_config
+from megatron_inserter.models.llm import kernel_fusion_kwargs, transformer_config
 from megatron_inserter.runtime import cpu_compat
 
 
@@ -53,14 +53,7 @@ def encoder_transformer_config(cfg: InserterModelConfig, llm_config):
         activation_func=F.gelu,
         add_bias_linear=True,
         add_qkv_bias=True,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        bias_dropout_fusion=False,
-        bias_activation_fusion=False,
-        masked_softmax_fusion=False,
-        persist_layer_norm=False,
-        apply_rope_fusion=False,
-        gradient_accumulation_fusion=False,
+        **kernel_fusion_kwargs(exact_gelu=True),
         tensor_model_parallel_size=llm_config.tensor_model_parallel_size,
         pipeline_model_parallel_size=1,
         context_parallel_size=1,

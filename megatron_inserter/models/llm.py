@@ -60,6 +60,27 @@ def gpt_layer_spec(use_te: bool | None = None, normalization: str = "RMSNorm"):
     return specs.gpt_layer_spec(use_te, normalization)
 
 
+def kernel_fusion_kwargs(exact_gelu: bool = False) -> dict:
+    """Dropout and Megatron's fused kernels, shared by the LLM and the encoder configs.
+
+    Fusions are on, as in Megatron-LM, when Transformer Engine runs on CUDA, and off otherwise (their
+    fallbacks are missing or slow on CPU). ``exact_gelu``: the encoder's erf GELU (Whisper) must not go
+    through megatron's fused bias-GELU, which uses the tanh approximation. Dropout is 0: continued
+    pre-training of pretrained models, as InSerter does.
+    """
+    fused = use_transformer_engine()
+    return dict(
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        bias_dropout_fusion=fused,
+        bias_activation_fusion=fused and not exact_gelu,
+        apply_rope_fusion=fused,
+        masked_softmax_fusion=fused,
+        persist_layer_norm=False,
+        gradient_accumulation_fusion=fused,
+    )
+
+
 def transformer_config(cfg: LLMConfig, **overrides):
     """megatron-core TransformerConfig for this LLM; ``overrides`` carry parallelism and precision."""
     from megatron.core.transformer import TransformerConfig
@@ -77,14 +98,7 @@ def transformer_config(cfg: LLMConfig, **overrides):
         activation_func=F.silu,
         add_bias_linear=False,
         add_qkv_bias=cfg.add_qkv_bias,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        bias_dropout_fusion=False,
-        bias_activation_fusion=False,
-        apply_rope_fusion=False,
-        masked_softmax_fusion=False,
-        persist_layer_norm=False,
-        gradient_accumulation_fusion=False,
+        **kernel_fusion_kwargs(),
         calculate_per_token_loss=True,
         use_cpu_initialization=not torch.cuda.is_available(),
         pipeline_dtype=torch.float32,
