@@ -65,23 +65,32 @@ class LogMel(torch.nn.Module):
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.window_samples = round(window_seconds * sample_rate)
-        # Constants computed on the CPU even when the model is built on the meta device (conversion);
-        # they are non-persistent buffers, never checkpointed, and follow the module on .to()/.cuda().
+        # Float32 constants, computed on the CPU even when the model is built on the meta device
+        # (conversion). Not buffers: a bf16 model (Float16Module casts every buffer) must still compute
+        # the features in float32 with exact filters, as Whisper was trained; they are copied to the
+        # audio's device on first use and never checkpointed.
         with torch.device("cpu"):
-            filters = mel_filters(num_mel_bins, n_fft, sample_rate).float()
-            window = torch.hann_window(n_fft)
-        self.register_buffer("filters", filters, persistent=False)
-        self.register_buffer("window", window, persistent=False)
+            self._constants = {"cpu": (mel_filters(num_mel_bins, n_fft, sample_rate).float(),
+                                       torch.hann_window(n_fft, dtype=torch.float32))}
+
+    def constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mel filter bank [mels, freqs], Hann window [n_fft]) in float32 on ``device``."""
+        key = str(device)
+        if key not in self._constants:
+            filters, window = self._constants["cpu"]
+            self._constants[key] = (filters.to(device), window.to(device))
+        return self._constants[key]
 
     @property
     def window_frames(self) -> int:
         return self.window_samples // self.hop_length
 
     def _log_power_mel(self, audio: torch.Tensor) -> torch.Tensor:
-        stft = torch.stft(audio.float(), self.n_fft, self.hop_length, window=self.window.float(),
+        filters, window = self.constants(audio.device)
+        stft = torch.stft(audio.float(), self.n_fft, self.hop_length, window=window,
                           center=True, pad_mode="reflect", return_complex=True)
         power = (stft[..., :-1].abs() ** 2).contiguous()  # [b, f, t]
-        mel = self.filters.float() @ power  # [b, m, t]
+        mel = filters @ power  # [b, m, t]
         return torch.clamp(mel, min=1e-10).log10()
 
     def window_mode(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

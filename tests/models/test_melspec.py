@@ -67,3 +67,12 @@ def test_lengths_beyond_the_audio_are_refused():
     audio, lens = _audio([1600])
     with pytest.raises(ValueError, match="exceeds the padded audio width"):
         LogMel(80).masked_mode(audio, lens + 1)
+
+
+def test_casting_the_module_to_bf16_keeps_float32_features():
+    """Float16Module casts every buffer of a bf16 model; the features must not change with it."""
+    audio, lens = _audio(LENGTHS[:2], seed=3)
+    ref = LogMel(80).window_mode(audio, lens)
+    cast = LogMel(80).to(torch.bfloat16).window_mode(audio, lens)
+    assert cast.dtype == torch.float32
+    torch.testing.assert_close(cast, ref, rtol=0, atol=0)
