@@ -18,6 +18,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
 def usage() -> str:
     width = max(len(c) for c in COMMANDS)
     lines = ["usage: inserter <command> [options]", "", "commands:"]
@@ -26,7 +34,16 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+# megatron-core announces each missing GPU library on import; on a CPU machine that is the expected state.
+_EXPECTED_WARNINGS = (r"Transformer Engine and Apex are not installed.*", r"Apex is not installed.*")
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    if not _cuda_available():
+        for message in _EXPECTED_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=UserWarning)
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
