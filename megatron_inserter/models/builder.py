@@ -12,12 +12,13 @@ the LLM decoder).
 
 from __future__ import annotations
 
-import torch
+from functools import partial
+
 import torch.nn.functional as F
 
 from megatron_inserter.models.config import InserterModelConfig
 from megatron_inserter.models.inserter import InserterModel
-from megatron_inserter.models.llm import kernel_fusion_kwargs, transformer_config
+from megatron_inserter.models.llm import build_pipeline_chunks, kernel_fusion_kwargs, transformer_config
 from megatron_inserter.runtime import cpu_compat
 
 
@@ -79,21 +80,8 @@ def model_provider(cfg: InserterModelConfig, llm_config, encoder_config, pre_pro
 
 
 def build_model_chunks(cfg: InserterModelConfig, **overrides) -> list[InserterModel]:
-    """The chunks of this rank: one, or one per virtual pipeline stage; moved to the GPU when there is one."""
-    from megatron.core import parallel_state as ps
-
+    """The chunks of this rank: one, or one per virtual pipeline stage (on the CPU; callers place them)."""
     llm_config = llm_transformer_config(cfg, **overrides)
     encoder_config = encoder_transformer_config(cfg, llm_config)
-    vp = llm_config.virtual_pipeline_model_parallel_size
-    chunks = []
-    for i in range(vp or 1):
-        stage = i if vp else None
-        chunks.append(model_provider(
-            cfg, llm_config, encoder_config,
-            pre_process=ps.is_pipeline_first_stage(ignore_virtual=False, vp_stage=stage),
-            post_process=ps.is_pipeline_last_stage(ignore_virtual=False, vp_stage=stage),
-            vp_stage=stage,
-        ))
-    if torch.cuda.is_available():
-        chunks = [c.cuda(torch.cuda.current_device()) for c in chunks]
-    return chunks
+    return build_pipeline_chunks(partial(model_provider, cfg, llm_config, encoder_config),
+                                 llm_config.virtual_pipeline_model_parallel_size)

@@ -109,6 +109,21 @@ def transformer_config(cfg: LLMConfig, **overrides):
     return TransformerConfig(**kwargs)
 
 
+def build_pipeline_chunks(build_chunk, virtual_pipeline_size: int | None) -> list:
+    """This rank's model chunks: one, or one per virtual pipeline stage (interleaved schedule).
+
+    ``build_chunk(pre_process=..., post_process=..., vp_stage=...)`` builds one chunk; the flags say
+    whether it holds the first stage (embeddings, encoder) and the last (output layer, loss).
+    """
+    from megatron.core import parallel_state as ps
+
+    stages = range(virtual_pipeline_size) if virtual_pipeline_size else [None]
+    return [build_chunk(pre_process=ps.is_pipeline_first_stage(ignore_virtual=False, vp_stage=stage),
+                        post_process=ps.is_pipeline_last_stage(ignore_virtual=False, vp_stage=stage),
+                        vp_stage=stage)
+            for stage in stages]
+
+
 def build_gpt(cfg: LLMConfig, config, pre_process: bool = True, post_process: bool = True,
               vp_stage: int | None = None, tensor_model_parallel_size: int = 1, layer_spec=None,
               **gpt_kwargs):

@@ -9,20 +9,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
 from megatron_inserter.data.frames import FrameSpec
 from megatron_inserter.models.context_parallel import slice_batch_for_cp
-from megatron_inserter.models.llm import LLMConfig, build_gpt, transformer_config
+from megatron_inserter.models.llm import LLMConfig, build_gpt, build_pipeline_chunks, transformer_config
 from megatron_inserter.training.arguments import ArgumentError, TrainingArguments
-
-
-def _stage_flags(vp_stage: int | None):
-    from megatron.core import parallel_state as ps
-
-    return (ps.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage),
-            ps.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage))
 
 
 @dataclass
@@ -43,13 +37,8 @@ class GPTFamily:
 
     def build_chunks(self, overrides: dict, vp: int | None) -> list:
         config = transformer_config(self.llm, **overrides)
-        chunks = []
-        for i in range(vp or 1):
-            stage = i if vp else None
-            pre, post = _stage_flags(stage)
-            chunks.append(build_gpt(self.llm, config, pre_process=pre, post_process=post, vp_stage=stage,
-                                    tensor_model_parallel_size=overrides.get("tensor_model_parallel_size", 1)))
-        return chunks
+        tp = overrides.get("tensor_model_parallel_size", 1)
+        return build_pipeline_chunks(partial(build_gpt, self.llm, config, tensor_model_parallel_size=tp), vp)
 
     def forward(self, model, batch: dict | None):
         if batch is None:  # a middle pipeline stage: the input arrives from the previous stage

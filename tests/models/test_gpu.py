@@ -49,7 +49,7 @@ def _bf16_model(**overrides):
 
     [model] = build_model_chunks(ip.small_config(), params_dtype=torch.bfloat16, bf16=True,
                                  pipeline_dtype=torch.bfloat16, **overrides)
-    return model
+    return model.cuda()
 
 
 def test_bf16_training_step_on_cuda(cuda_process_group):

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from functools import partial
 
 import torch
 
-from megatron_inserter.models.llm import LLMConfig, build_gpt, transformer_config
+from megatron_inserter.models.llm import LLMConfig, build_gpt, build_pipeline_chunks, transformer_config
 from megatron_inserter.runtime import ParallelConfig, initialize_parallel
 
 TINY = LLMConfig(num_layers=4, hidden_size=32, ffn_hidden_size=64, num_attention_heads=4,
@@ -28,21 +29,10 @@ def global_batches(num_steps: int, seed: int = 7) -> list[torch.Tensor]:
 
 
 def build_chunks(tp: int, pp: int, vp: int | None, tied: bool = False):
-    from megatron.core import parallel_state as ps
-
     llm = TINY_TIED if tied else TINY
     config = transformer_config(llm, tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
                                 virtual_pipeline_model_parallel_size=vp)
-    chunks = []
-    for i in range(vp or 1):
-        stage = i if vp else None
-        chunks.append(build_gpt(
-            llm, config,
-            pre_process=ps.is_pipeline_first_stage(ignore_virtual=False, vp_stage=stage),
-            post_process=ps.is_pipeline_last_stage(ignore_virtual=False, vp_stage=stage),
-            vp_stage=stage, tensor_model_parallel_size=tp,
-        ))
-    return chunks
+    return build_pipeline_chunks(partial(build_gpt, llm, config, tensor_model_parallel_size=tp), vp)
 
 
 def sharded_state(chunks) -> dict:

@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     inserter = build_model_chunks(cfg, **overrides)
     gpt = [build_gpt(cfg.llm, inserter[0].config, tensor_model_parallel_size=1)]
     if cuda:
-        gpt = [m.cuda() for m in gpt]
+        inserter, gpt = [m.cuda() for m in inserter], [m.cuda() for m in gpt]
     runs = {}
     for name, chunks, with_audio in (("inserter", inserter, True), ("gpt", gpt, False)):
         chunks = wrap_ddp(chunks, ddp_cfg)
