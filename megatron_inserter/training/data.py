@@ -23,7 +23,7 @@ from megatron_inserter.data.indexed import (
 )
 from megatron_inserter.training.arguments import TrainingArguments
 from megatron_inserter.training.broadcast import broadcast_batch
-from megatron_inserter.training.validation import RunLayout
+from megatron_inserter.training.flag_checks import RunLayout
 
 TEXT_KEYS = ["tokens", "labels", "loss_mask", "position_ids"]
 AUDIO_KEYS = ["audio", "audio_lengths"]

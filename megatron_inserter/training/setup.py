@@ -16,7 +16,7 @@ from megatron_inserter.runtime import ParallelConfig, initialize_parallel, resol
 from megatron_inserter.training.arguments import ArgumentError, TrainingArguments
 from megatron_inserter.training.engine import build_optimizer, configure_model_config, wrap_ddp
 from megatron_inserter.training.models import model_family, transformer_overrides
-from megatron_inserter.training.validation import RunLayout, validate, virtual_pipeline_size
+from megatron_inserter.training.flag_checks import RunLayout, check_flags, virtual_pipeline_size
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def _frozen_everything(chunks) -> bool:
 def build_run(args: TrainingArguments) -> Run:
     cuda = torch.cuda.is_available()
     env = resolve_dist_env()
-    layout = validate(args, env.world_size, cuda, use_transformer_engine())
+    layout = check_flags(args, env.world_size, cuda, use_transformer_engine())
     tokenizer = build_tokenizer(args.tokenizer_type, args.tokenizer_model)
     family = model_family(args, tokenizer)
     vp = virtual_pipeline_size(args, family.num_layers)

@@ -3,7 +3,7 @@
 import pytest
 
 from megatron_inserter.training.arguments import ArgumentError, parse_args
-from megatron_inserter.training.validation import validate, virtual_pipeline_size
+from megatron_inserter.training.flag_checks import check_flags, virtual_pipeline_size
 
 REQUIRED = ["--micro-batch-size", "2", "--seq-length", "64", "--lr", "1e-3", "--train-iters", "10",
             "--tokenizer-model", __file__, "--data-path", "0.4", "A", "0.6", "B"]
@@ -56,20 +56,20 @@ def test_missing_required_flags_are_listed():
 ])
 def test_conflicting_flags_are_refused_by_name(extra, world, cuda, named):
     with pytest.raises(ArgumentError, match=named):
-        validate(_args(*extra), world_size=world, cuda=cuda, transformer_engine=False)
+        check_flags(_args(*extra), world_size=world, cuda=cuda, transformer_engine=False)
 
 
 def test_every_problem_is_reported_at_once():
     with pytest.raises(ArgumentError) as e:
-        validate(_args("--sequence-parallel", "--use-distributed-optimizer"), 1, cuda=False, transformer_engine=False)
+        check_flags(_args("--sequence-parallel", "--use-distributed-optimizer"), 1, cuda=False, transformer_engine=False)
     assert "--sequence-parallel" in str(e.value) and "--use-distributed-optimizer" in str(e.value)
 
 
 def test_batch_layout_from_world_size():
-    layout = validate(_args("--global-batch-size", "16", "--tensor-model-parallel-size", "2"), world_size=8,
+    layout = check_flags(_args("--global-batch-size", "16", "--tensor-model-parallel-size", "2"), world_size=8,
                       cuda=False, transformer_engine=False)
     assert (layout.data_parallel_size, layout.num_microbatches) == (4, 2)
-    assert validate(_args(), 4, cuda=False, transformer_engine=False).global_batch_size == 8  # mbs x dp
+    assert check_flags(_args(), 4, cuda=False, transformer_engine=False).global_batch_size == 8  # mbs x dp
 
 
 def test_virtual_pipeline_size_must_divide_the_model():
@@ -102,3 +102,38 @@ def test_bad_yaml_keys_and_values_are_refused_by_name(tmp_path, text, named):
     cfg.write_text(text)
     with pytest.raises(ArgumentError, match=named):
         parse_args(REQUIRED + ["--config", str(cfg)])
+
+
+@pytest.mark.parametrize("data_path, named", [
+    (["0.5", "A", "B"], "WEIGHT PREFIX pairs"),          # odd-length list: not read as a prefix '0.5'
+    (["A", "0.5", "B", "0.5"], "WEIGHT PREFIX pairs"),   # prefixes and weights swapped
+    (["-0.5", "A", "1.5", "B"], "must be positive"),
+    (["0", "A", "1", "B"], "must be positive"),
+])
+def test_data_path_must_be_prefixes_or_weight_prefix_pairs(data_path, named):
+    a = parse_args(REQUIRED[:-5] + ["--data-path", *data_path])
+    with pytest.raises(ArgumentError, match=named) as e:
+        check_flags(a, 1, cuda=False, transformer_engine=False)
+    assert "--data-path" in str(e.value) and "\n" not in str(e.value)
+    assert check_flags(parse_args(REQUIRED[:-5] + ["--data-path", "A", "B"]), 1, False, False).data_parallel_size == 1
+
+
+@pytest.mark.parametrize("split, named", [
+    ("0,100,0", "leaves no training data"),
+    ("0,0,0", "no data"),
+    ("90,abc", "--split"),
+    ("1,1,1,1", "--split"),
+])
+def test_split_that_leaves_no_training_data_is_refused(split, named):
+    with pytest.raises(ArgumentError, match=named):
+        check_flags(_args("--split", split), 1, cuda=False, transformer_engine=False)
+    assert check_flags(_args("--split", "0,100,0", "--skip-train", "--eval-iters", "1"), 1, False, False)
+
+
+def test_help_shows_each_default_once_and_marks_required_flags(capsys):
+    from megatron_inserter.training.arguments import build_parser
+
+    text = " ".join(build_parser().format_help().split())
+    assert "samples per micro-batch and data-parallel rank (required)" in text
+    assert "Adam beta2 (default: 0.999)" in text
+    assert text.count("(default: 0.999)") == 1 and "(default: None)" not in text

@@ -1,12 +1,17 @@
-"""Checks that need more than one flag, or the machine: refused with a message naming the flags.
+"""Flag checks that need more than one flag, or the machine: refused with a message naming the flags.
 
-    layout = validate(args, world_size=8, cuda=True, transformer_engine=True)
+    layout = check_flags(args, world_size=8, cuda=True, transformer_engine=True)
     layout.data_parallel_size, layout.num_microbatches, layout.global_batch_size
+
+Every problem found is reported at once, in one ``UsageError`` line.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from megatron_inserter.training.arguments import ArgumentError, TrainingArguments
@@ -25,8 +30,47 @@ def _check(ok: bool, message: str, problems: list[str]) -> None:
         problems.append(message)
 
 
-def validate(args: TrainingArguments, world_size: int, cuda: bool, transformer_engine: bool) -> RunLayout:
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def blend_problem(data_path: Sequence[str]) -> str | None:
+    """What is wrong with a ``--data-path`` list (``PREFIX ...`` or ``WEIGHT PREFIX ...`` pairs), or None."""
+    items = [p for p in data_path if p.strip()]
+    if not items:
+        return "--data-path is empty: give PREFIX ... or WEIGHT PREFIX pairs"
+    numbers = [_number(x) for x in items]
+    if all(n is None for n in numbers):
+        return None
+    if len(items) % 2 or any(n is None for n in numbers[0::2]) or any(n is not None for n in numbers[1::2]):
+        return (f"--data-path {' '.join(items)}: a list with weights must be WEIGHT PREFIX pairs "
+                f"(e.g. --data-path 0.7 data/a 0.3 data/b); give every prefix a weight, or no weights at all")
+    bad = [w for w, n in zip(items[0::2], numbers[0::2]) if not (math.isfinite(n) and n > 0)]
+    if bad:
+        return f"--data-path weights must be positive numbers, got {', '.join(bad)}"
+    return None
+
+
+def split_problem(split: str, skip_train: bool) -> str | None:
+    """What is wrong with ``--split`` (train,valid,test proportions, Megatron's syntax), or None."""
+    parts = [x for x in re.split(r"[,/]", split.strip()) if x.strip()]
+    values = [_number(x) for x in parts]
+    if not 1 <= len(parts) <= 3 or any(v is None or not math.isfinite(v) or v < 0 for v in values):
+        return f"--split {split!r}: give up to three non-negative train,valid,test proportions (e.g. 969,30,1)"
+    if sum(values) <= 0:
+        return f"--split {split!r} assigns no data to any split"
+    if values[0] == 0 and not skip_train:
+        return f"--split {split!r} leaves no training data: give the first (train) proportion a positive value"
+    return None
+
+
+def check_flags(args: TrainingArguments, world_size: int, cuda: bool, transformer_engine: bool) -> RunLayout:
     p: list[str] = []
+    for problem in (blend_problem(args.data_path), split_problem(args.split, args.skip_train)):
+        _check(problem is None, problem or "", p)
     tp, pp, cp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size, args.context_parallel_size
     for name in ("tensor_model_parallel_size", "pipeline_model_parallel_size", "context_parallel_size",
                  "micro_batch_size", "seq_length", "train_iters", "log_interval"):
@@ -94,7 +138,7 @@ def validate(args: TrainingArguments, world_size: int, cuda: bool, transformer_e
     _check(args.tokenizer_model is None or os.path.exists(args.tokenizer_model),
            f"--tokenizer-model {args.tokenizer_model!r} does not exist", p)
     if p:
-        raise ArgumentError("invalid arguments:\n  " + "\n  ".join(p))
+        raise ArgumentError("invalid flags: " + "; ".join(p))
     return RunLayout(world_size=world_size, data_parallel_size=dp, global_batch_size=gbs,
                      num_microbatches=gbs // per_step)
 
