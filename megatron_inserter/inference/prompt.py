@@ -43,6 +43,11 @@ def single_token_id(tokenizer, piece: str) -> int:
     return ids[0]
 
 
+def has_chat_tokens(tokenizer) -> bool:
+    """Whether the tokenizer has one token each for ``<|im_start|>`` and ``<|im_end|>`` (``chatml`` needs them)."""
+    return all(len(tokenizer.tokenize(piece)) == 1 for piece in ("<|im_start|>", "<|im_end|>"))
+
+
 def audio_tokens(tokenizer, audio: np.ndarray, spec: FrameSpec) -> EncodedPrompt:
     """``<|audio_bos|> <|AUDIO|> x N <|audio_eos|>`` and the clips (windows) that fill the placeholders."""
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
