@@ -19,14 +19,12 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from megatron_inserter.eval.generate import PendingItem, gather_sharded, generate_sharded, is_answered
-from megatron_inserter.eval.records import (
-    read_jsonl,
-    write_json_atomic,
-    write_jsonl_atomic,
-    write_text_atomic,
-)
+from megatron_inserter.errors import DataError
+from megatron_inserter.eval.manifest import read_manifest, resolve_audio, unique_uids
+from megatron_inserter.eval.pipeline import EvalConfig, EvalTask, run
+from megatron_inserter.eval.records import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from megatron_inserter.eval.responder import EvalRequest, Responder, SamplingParams
+from megatron_inserter.eval.skips import Skips
 from megatron_inserter.eval.text_norm import error_counts, normalize_chinese, normalize_english
 
 DEFAULT_PROMPTS = {"en": "Transcribe the speech into text.", "zh": "请将这段语音转写为文字。"}
@@ -34,19 +32,11 @@ LANGUAGE_ALIASES = {"en": "en", "english": "en", "zh": "zh", "cn": "zh", "chines
 
 
 @dataclass
-class AsrConfig:
-    output_dir: Path
-    name: str = "model"
+class AsrConfig(EvalConfig):
     language: str = "auto"  # auto | en | zh
     prompts: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PROMPTS))
-    system_prompt: str | None = None
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(max_new_tokens=448))
-    batch_size: int = 8
-    dp_rank: int = 0
-    dp_size: int = 1
-    gather_timeout_s: float = 0.0
     nemo_cross_check: bool = True
-    progress: bool = True
 
 
 def row_language(row: dict, default: str) -> str:
@@ -58,25 +48,60 @@ def row_language(row: dict, default: str) -> str:
     return "zh" if any("\u4e00" <= c <= "\u9fff" for c in str(row.get("text", ""))) else "en"
 
 
-def load_manifest(path: Path, config: AsrConfig) -> tuple[list[dict], dict]:
-    """Rows with ``uid``, ``lang`` and resolved ``audio``; bad rows are counted, not fatal."""
-    read = read_jsonl(path)
-    rows, skipped = [], [str(b) for b in read.bad_lines]
-    for i, row in enumerate(read.rows):
-        audio, text = row.get("audio_filepath"), row.get("text")
-        if not isinstance(audio, str) or not isinstance(text, str):
-            skipped.append(f"{path}:{i + 1}: needs string fields audio_filepath and text")
+def load_manifest(path: Path, config: AsrConfig, skips: Skips | None = None) -> tuple[list[dict], dict]:
+    """Rows with ``uid``, ``lang`` and resolved ``audio``; bad rows are counted skips, not fatal."""
+    skips = Skips() if skips is None else skips
+    rows, skipped = [], 0
+    for i, (where, row) in enumerate(read_manifest(path)):
+        reason = row if isinstance(row, str) else None
+        if reason is None:
+            audio, text = row.get("audio_filepath"), row.get("text")
+            if not isinstance(audio, str) or not audio or not isinstance(text, str):
+                reason = "needs string fields audio_filepath and text"
+            elif not resolve_audio(audio, path).is_file():
+                reason = f"audio file {resolve_audio(audio, path)} not found"
+        if reason is not None:
+            skips.add("input", where, reason)
+            skipped += 1
             continue
-        audio_path = Path(audio) if Path(audio).is_absolute() else path.parent / audio
-        if not audio_path.is_file():
-            skipped.append(f"{path}:{i + 1}: audio file {audio_path} not found")
-            continue
-        uid = str(row.get("id", row.get("utt_id", f"line{i + 1}")))
-        rows.append({**row, "uid": uid, "lang": row_language(row, config.language), "audio": str(audio_path)})
-    if len({r["uid"] for r in rows}) != len(rows):
-        for i, row in enumerate(rows):
-            row["uid"] = f"{row['uid']}#{i}"
-    return rows, {"rows": len(rows), "skipped": len(skipped), "first_skipped": skipped[:20]}
+        line = where.rsplit(":", 1)[1]
+        uid = str(row.get("id", row.get("utt_id", f"line{line}")))
+        rows.append({**row, "uid": uid, "lang": row_language(row, config.language),
+                     "audio": str(resolve_audio(row["audio_filepath"], path))})
+    unique_uids(rows)
+    first = [f"{s.row}: {s.reason}" for s in skips if s.stage == "input"][:20]
+    return rows, {"rows": len(rows), "skipped": skipped, "first_skipped": first}
+
+
+class AsrTask(EvalTask):
+    command, kind, stem = "asr", "asr", "asr_hypotheses"
+
+    def __init__(self, manifest: Path, config: AsrConfig):
+        super().__init__(config)
+        self.manifest = Path(manifest)
+
+    def load(self) -> list[dict]:
+        rows, self.load_stats = load_manifest(self.manifest, self.config, self.skips)
+        if not rows:
+            raise DataError(f"{self.manifest}: no usable rows ({'; '.join(self.load_stats['first_skipped'][:3])})")
+        return rows
+
+    def request(self, row: dict) -> EvalRequest:
+        return EvalRequest(text_prompt=self.config.prompts[row["lang"]], audio_path=row["audio"],
+                           system_prompt=self.config.system_prompt, sampling=self.config.sampling,
+                           request_id=row["uid"])
+
+    def score(self, rows: list[dict]) -> dict:
+        metrics, details = score_asr(rows, self.config.nemo_cross_check)
+        config = {"manifest": str(self.manifest), "language": self.config.language,
+                  "prompts": self.config.prompts, "sampling": asdict(self.config.sampling)}
+        return {"metrics": metrics, "details": details, "config": config}
+
+    def write(self, rows: list[dict], results: dict) -> None:
+        out = Path(self.config.output_dir)
+        write_jsonl_atomic(out / "asr_scored.jsonl", rows)
+        write_json_atomic(out / "asr_results.json", results)
+        write_text_atomic(out / "asr_results.md", markdown(results["metrics"], results["details"], self.config.name))
 
 
 def normalize(text: str, lang: str) -> str:
@@ -122,7 +147,7 @@ def score_asr(rows: list[dict], nemo_cross_check: bool = True) -> tuple[dict, di
             )
             if nemo is not None and not entry["nemo_cross_check"]["agrees"]:
                 print(
-                    f"[asr] WARNING: {lang} {metric} {value:.4f} but NeMo gives {nemo:.4f}", file=sys.stderr
+                    f"inserter eval asr: warning: {lang} {metric} {value:.4f} but NeMo gives {nemo:.4f}", file=sys.stderr
                 )
         if value is not None:
             metrics[f"{lang}/{metric}"] = value
@@ -149,56 +174,6 @@ def markdown(metrics: dict, details: dict, name: str) -> str:
 
 
 def run_asr(manifest: Path, responder: Responder, config: AsrConfig) -> dict | None:
-    rows, load_stats = load_manifest(manifest, config)
-    if not rows:
-        raise ValueError(f"{manifest}: no usable rows ({load_stats['first_skipped'][:3]})")
-    items = [
-        PendingItem(
-            r["uid"],
-            EvalRequest(
-                text_prompt=config.prompts[r["lang"]],
-                audio_path=r["audio"],
-                system_prompt=config.system_prompt,
-                sampling=config.sampling,
-                request_id=r["uid"],
-            ),
-        )
-        for r in rows
-    ]
-    generation = generate_sharded(
-        items,
-        responder,
-        config.output_dir,
-        "asr_hypotheses",
-        config.dp_rank,
-        config.dp_size,
-        config.batch_size,
-        config.progress,
-    )
-    if config.dp_rank != 0:
-        return None
-    records = gather_sharded(config.output_dir, "asr_hypotheses", config.dp_size, config.gather_timeout_s)
-    if records is None:
-        return None
-    for row in rows:
-        record = records.get(row["uid"])
-        if is_answered(record):
-            row["response"] = record["response"]
-    metrics, details = score_asr(rows, config.nemo_cross_check)
-    results = {
-        "kind": "asr",
-        "name": config.name,
-        "metrics": metrics,
-        "details": details,
-        "config": {
-            "manifest": str(manifest),
-            "language": config.language,
-            "prompts": config.prompts,
-            "sampling": asdict(config.sampling),
-        },
-        "stats": {"load": load_stats, "generation_rank0": generation},
-    }
-    write_jsonl_atomic(config.output_dir / "asr_scored.jsonl", rows)
-    write_json_atomic(config.output_dir / "asr_results.json", results)
-    write_text_atomic(config.output_dir / "asr_results.md", markdown(metrics, details, config.name))
-    return results
+    """Transcribe (this rank's slice of) the manifest; on rank 0 score and write. None on other ranks."""
+    return run(AsrTask(manifest, config), responder)
+

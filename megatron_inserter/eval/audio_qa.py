@@ -18,14 +18,12 @@ import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from megatron_inserter.eval.generate import PendingItem, gather_sharded, generate_sharded, is_answered
-from megatron_inserter.eval.records import (
-    read_jsonl,
-    write_json_atomic,
-    write_jsonl_atomic,
-    write_text_atomic,
-)
+from megatron_inserter.errors import DataError
+from megatron_inserter.eval.manifest import read_manifest, resolve_audio, unique_uids
+from megatron_inserter.eval.pipeline import EvalConfig, EvalTask, run
+from megatron_inserter.eval.records import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from megatron_inserter.eval.responder import EvalRequest, Responder, SamplingParams
+from megatron_inserter.eval.skips import Skips
 
 MATCHING_RULE = (
     "normalized exact match with the label; otherwise the unique candidate label found as a whole phrase "
@@ -36,16 +34,8 @@ MATCHING_RULE = (
 
 
 @dataclass
-class AudioQaConfig:
-    output_dir: Path
-    name: str = "model"
-    system_prompt: str | None = None
+class AudioQaConfig(EvalConfig):
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(max_new_tokens=64))
-    batch_size: int = 8
-    dp_rank: int = 0
-    dp_size: int = 1
-    gather_timeout_s: float = 0.0
-    progress: bool = True
 
 
 def normalize_label(text: str) -> str:
@@ -75,31 +65,38 @@ def _field(row: dict, names: tuple[str, ...]):
     return next((row[n] for n in names if isinstance(row.get(n), str) and row[n] != ""), None)
 
 
-def load_manifest(path: Path) -> tuple[list[dict], dict]:
-    read = read_jsonl(path)
-    rows, skipped = [], [str(b) for b in read.bad_lines]
-    for i, row in enumerate(read.rows):
-        audio = _field(row, ("audio_filepath", "audio", "file"))
-        instruction, label = _field(row, ("instruction",)), _field(row, ("label", "target", "answer"))
-        if audio is None or instruction is None or label is None:
-            skipped.append(f"{path}:{i + 1}: needs audio_filepath, instruction and label")
+def load_manifest(path: Path, skips: Skips | None = None) -> tuple[list[dict], dict]:
+    """Rows with ``uid``, ``task``, resolved ``audio``, ``label`` and ``candidate_labels``; bad rows are
+    counted skips, not fatal."""
+    skips = Skips() if skips is None else skips
+    rows, skipped = [], 0
+    for where, row in read_manifest(path):
+        reason = row if isinstance(row, str) else None
+        if reason is None:
+            audio = _field(row, ("audio_filepath", "audio", "file"))
+            instruction, label = _field(row, ("instruction",)), _field(row, ("label", "target", "answer"))
+            given = row.get("candidates")
+            if audio is None or instruction is None or label is None:
+                reason = "needs audio_filepath, instruction and label"
+            elif not resolve_audio(audio, path).is_file():
+                reason = f"audio file {resolve_audio(audio, path)} not found"
+            elif given is not None and not (isinstance(given, list) and all(isinstance(c, str) for c in given)):
+                reason = "candidates must be a list of label strings"
+        if reason is not None:
+            skips.add("input", where, reason)
+            skipped += 1
             continue
-        audio_path = Path(audio) if Path(audio).is_absolute() else path.parent / audio
-        if not audio_path.is_file():
-            skipped.append(f"{path}:{i + 1}: audio file {audio_path} not found")
-            continue
+        line = where.rsplit(":", 1)[1]
         rows.append(
             {
                 **row,
-                "uid": f"{row.get('task', 'task')}/{row.get('id', f'line{i + 1}')}",
+                "uid": f"{row.get('task', 'task')}/{row.get('id', f'line{line}')}",
                 "task": str(row.get("task", "default")),
-                "audio": str(audio_path),
+                "audio": str(resolve_audio(audio, path)),
                 "label": label,
             }
         )
-    if len({r["uid"] for r in rows}) != len(rows):
-        for i, row in enumerate(rows):
-            row["uid"] = f"{row['uid']}#{i}"
+    unique_uids(rows)
     labels_by_task: dict[str, list[str]] = {}
     for row in rows:
         labels = labels_by_task.setdefault(row["task"], [])
@@ -107,10 +104,9 @@ def load_manifest(path: Path) -> tuple[list[dict], dict]:
             labels.append(row["label"])
     for row in rows:
         given = row.get("candidates")
-        row["candidate_labels"] = (
-            list(given) if isinstance(given, list) and given else labels_by_task[row["task"]]
-        )
-    return rows, {"rows": len(rows), "skipped": len(skipped), "first_skipped": skipped[:20]}
+        row["candidate_labels"] = list(given) if given else labels_by_task[row["task"]]
+    first = [f"{s.row}: {s.reason}" for s in skips if s.stage == "input"][:20]
+    return rows, {"rows": len(rows), "skipped": skipped, "first_skipped": first}
 
 
 def score_audio_qa(rows: list[dict]) -> tuple[dict, dict]:
@@ -156,52 +152,37 @@ def markdown(metrics: dict, per_task: dict, name: str) -> str:
     return "\n".join(lines)
 
 
+class AudioQaTask(EvalTask):
+    command, kind, stem = "audio-qa", "audio_qa", "audio_qa_responses"
+
+    def __init__(self, manifest: Path, config: AudioQaConfig):
+        super().__init__(config)
+        self.manifest = Path(manifest)
+
+    def load(self) -> list[dict]:
+        rows, self.load_stats = load_manifest(self.manifest, self.skips)
+        if not rows:
+            raise DataError(f"{self.manifest}: no usable rows ({'; '.join(self.load_stats['first_skipped'][:3])})")
+        return rows
+
+    def request(self, row: dict) -> EvalRequest:
+        return EvalRequest(text_prompt=row["instruction"], audio_path=row["audio"],
+                           system_prompt=self.config.system_prompt, sampling=self.config.sampling,
+                           request_id=row["uid"])
+
+    def score(self, rows: list[dict]) -> dict:
+        metrics, per_task = score_audio_qa(rows)
+        return {"metrics": metrics, "details": per_task, "matching_rule": MATCHING_RULE,
+                "config": {"manifest": str(self.manifest), "sampling": asdict(self.config.sampling)}}
+
+    def write(self, rows: list[dict], results: dict) -> None:
+        out = Path(self.config.output_dir)
+        write_jsonl_atomic(out / "audio_qa_scored.jsonl", rows)
+        write_json_atomic(out / "audio_qa_results.json", results)
+        write_text_atomic(out / "audio_qa_results.md", markdown(results["metrics"], results["details"],
+                                                                self.config.name))
+
+
 def run_audio_qa(manifest: Path, responder: Responder, config: AudioQaConfig) -> dict | None:
-    rows, load_stats = load_manifest(manifest)
-    if not rows:
-        raise ValueError(f"{manifest}: no usable rows ({load_stats['first_skipped'][:3]})")
-    items = [
-        PendingItem(
-            r["uid"],
-            EvalRequest(
-                text_prompt=r["instruction"],
-                audio_path=r["audio"],
-                system_prompt=config.system_prompt,
-                sampling=config.sampling,
-                request_id=r["uid"],
-            ),
-        )
-        for r in rows
-    ]
-    generation = generate_sharded(
-        items,
-        responder,
-        config.output_dir,
-        "audio_qa_responses",
-        config.dp_rank,
-        config.dp_size,
-        config.batch_size,
-        config.progress,
-    )
-    if config.dp_rank != 0:
-        return None
-    records = gather_sharded(config.output_dir, "audio_qa_responses", config.dp_size, config.gather_timeout_s)
-    if records is None:
-        return None
-    for row in rows:
-        if is_answered(records.get(row["uid"])):
-            row["response"] = records[row["uid"]]["response"]
-    metrics, per_task = score_audio_qa(rows)
-    results = {
-        "kind": "audio_qa",
-        "name": config.name,
-        "metrics": metrics,
-        "details": per_task,
-        "matching_rule": MATCHING_RULE,
-        "config": {"manifest": str(manifest), "sampling": asdict(config.sampling)},
-        "stats": {"load": load_stats, "generation_rank0": generation},
-    }
-    write_jsonl_atomic(config.output_dir / "audio_qa_scored.jsonl", rows)
-    write_json_atomic(config.output_dir / "audio_qa_results.json", results)
-    write_text_atomic(config.output_dir / "audio_qa_results.md", markdown(metrics, per_task, config.name))
-    return results
+    """Answer (this rank's slice of) the manifest; on rank 0 score and write. None on other ranks."""
+    return run(AudioQaTask(manifest, config), responder)

@@ -11,172 +11,164 @@ Open-ended and adjustment tasks need a judge: an OpenAI-compatible endpoint conf
 INSERTER_JUDGE_URL / INSERTER_JUDGE_MODEL / INSERTER_JUDGE_API_KEY (``--judge http``, the default when the
 URL is set), a local checkpoint (``--judge local --judge-load DIR``), or ``--judge none`` to leave them
 unscored. Data parallel: start one process per rank with ``--dp-rank R --dp-size N``; rank 0 scores.
+Rows that cannot be used are listed with their reason on stderr and in the results; they never stop a run.
+
+Every task's flags are one dataclass here; the flags shared by the tasks that generate are declared once
+(:class:`GenerationFlags`). This module imports only the standard library and the flag pattern, so
+``--help`` loads no model code.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from megatron_inserter.eval.responder import ResponderUnavailableError, SamplingParams, parse_responder_args
+from megatron_inserter.errors import UsageError
+from megatron_inserter.eval.judge import JudgeConfig
+from megatron_inserter.eval.responder import TEMPLATE_CHOICES
+from megatron_inserter.eval.speechinstructbench.choices import (
+    LANGUAGE_ALIASES,
+    LANGUAGES,
+    MODALITIES,
+    RULE_SETS,
+    SPLITTER_CHOICES,
+    TASK_ALIASES,
+    TASKS,
+    VARIANTS,
+    parse_list,
+)
+from megatron_inserter.flags import arg, run_subcommands
+
+PROG = "inserter eval"
+GEN, DP, JUDGE = "generation", "data parallel", "judge"
+J = JudgeConfig()
 
 
-class UsageError(ValueError):
-    pass
+@dataclass
+class OutputFlags:
+    output: str = arg(None, "output folder (resumable: a rerun answers only what is missing)", required=True,
+                      metavar="DIR")
+    name: str | None = arg(None, "name in result tables (default: the checkpoint's or input's folder)")
+    progress: bool = arg(True, "progress bars on stderr")
 
 
-def _csv(choices: tuple[str, ...], aliases: dict[str, str] | None = None):
-    def parse(text: str) -> tuple[str, ...]:
-        items = [
-            aliases.get(t, t) if aliases else t for t in (s.strip().lower() for s in text.split(",")) if t
-        ]
-        bad = [t for t in items if t not in choices]
-        if bad or not items:
-            raise argparse.ArgumentTypeError(
-                f"expected a comma-separated subset of {','.join(choices)}, got {text!r}"
-            )
-        return tuple(dict.fromkeys(items))
-
-    return parse
-
-
-def _add_generation(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
-    g = p.add_argument_group("generation")
-    g.add_argument("--load", type=str, default=None, help="checkpoint folder to evaluate")
-    g.add_argument(
-        "--responder-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra keyword for build_responder (repeatable; VALUE parsed as JSON when possible)",
-    )
-    g.add_argument("--system-prompt", type=str, default=None)
-    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--top-k", type=int, default=0)
-    g.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
-    g.add_argument("--seed", type=int, default=None)
-    g.add_argument("--batch-size", type=int, default=8, help="requests per respond() call")
-    g.add_argument("--dp-rank", type=int, default=0)
-    g.add_argument("--dp-size", type=int, default=1)
-    g.add_argument(
-        "--gather-timeout",
-        type=float,
-        default=1800.0,
-        help="seconds rank 0 waits for the other ranks before scoring (then: rerun to score)",
-    )
-    p.add_argument("--output", type=Path, required=True, help="output folder (resumable)")
-    p.add_argument(
-        "--name", type=str, default=None, help="name in result tables (default: checkpoint folder)"
-    )
-    p.add_argument("--no-progress", action="store_true")
+@dataclass
+class GenerationFlags(OutputFlags):
+    load: str | None = arg(None, "checkpoint folder to evaluate", metavar="DIR", group=GEN)
+    prompt_template: str = arg("auto", "prompt layout: auto = chatml when the checkpoint's tokenizer has "
+                               "<|im_start|>/<|im_end|> tokens, else plain (said on stderr)",
+                               choices=TEMPLATE_CHOICES, group=GEN)
+    responder_arg: list = arg([], "extra keyword for build_responder (repeatable; VALUE parsed as JSON when "
+                              "possible)", repeat=True, metavar="KEY=VALUE", group=GEN)
+    system_prompt: str | None = arg(None, "system prompt of every request (chatml)", group=GEN)
+    temperature: float = arg(0.0, "sampling temperature; 0 = greedy", group=GEN)
+    top_p: float = arg(1.0, "nucleus sampling mass", group=GEN)
+    top_k: int = arg(0, "top-k sampling; 0 = off", group=GEN)
+    max_new_tokens: int = arg(1024, "longest answer, in tokens", group=GEN)
+    seed: int | None = arg(None, "seed of sampled decoding", group=GEN)
+    batch_size: int = arg(8, "requests per respond() call", group=GEN)
+    dp_rank: int = arg(0, "this process's data-parallel rank", group=DP)
+    dp_size: int = arg(1, "number of data-parallel processes", group=DP)
+    gather_timeout: float = arg(1800.0, "seconds rank 0 waits for the other ranks before scoring (then: rerun "
+                                "to score)", group=DP)
 
 
-def _sampling(args) -> SamplingParams:
-    return SamplingParams(
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        max_new_tokens=args.max_new_tokens,
-        seed=args.seed,
-    )
+@dataclass
+class SpeechInstructBenchFlags(GenerationFlags):
+    bench_dir: str | None = arg(None, "local copy of ddwang2000/SpeechInstructBench", metavar="DIR")
+    score_only: str | None = arg(None, "score rows that already carry `response` (no generation)",
+                                 metavar="ROWS.jsonl")
+    tasks: str = arg(",".join(TASKS), "comma-separated tasks")
+    variants: str = arg(",".join(VARIANTS), "comma-separated closed-ended variants")
+    languages: str = arg(",".join(LANGUAGES), "comma-separated languages (cn = zh)")
+    modality: str = arg("speech", "speech: the spoken instruction; text: the written instruction (text-only "
+                        "upper bound)", choices=MODALITIES)
+    text_prompt: str = arg("", "text after the audio (default: none)")
+    checker_rules: str = arg("speechinstructbench", "closed-ended checker rules", choices=RULE_SETS)
+    sentence_splitter: str = arg("auto", "English sentence splitter of the checkers", choices=SPLITTER_CHOICES)
+    judge: str = arg("auto", "auto = http when INSERTER_JUDGE_URL is set", choices=("auto", "http", "local",
+                                                                                     "none"), group=JUDGE)
+    judge_load: str | None = arg(None, "checkpoint for --judge local (default: --load)", metavar="DIR",
+                                 group=JUDGE)
+    judge_samples: int = arg(J.samples, "judge answers per row (majority vote)", group=JUDGE)
+    judge_temperature: float = arg(J.temperature, "judge sampling temperature", group=JUDGE)
+    judge_top_p: float = arg(J.top_p, "judge nucleus sampling mass", group=JUDGE)
+    judge_max_tokens: int = arg(J.max_tokens, "longest judge answer, in tokens", group=JUDGE)
+    judge_max_attempts: int = arg(J.max_attempts, "judge calls per row before it counts as a judge error",
+                                  group=JUDGE)
+    judge_backoff: float = arg(J.backoff_s, "first retry delay, seconds (doubles each retry)", group=JUDGE)
+    judge_timeout: float = arg(J.timeout_s, "deadline in seconds for a whole judge request, reply included",
+                               group=JUDGE)
+    judge_workers: int = arg(4, "concurrent HTTP judge requests", group=JUDGE)
 
 
-def _name(args) -> str:
-    if args.name:
-        return args.name
-    source = args.load or getattr(args, "score_only", None) or args.output
-    return Path(str(source)).resolve().name or "model"
+@dataclass
+class AsrFlags(GenerationFlags):
+    manifest: str = arg(None, "jsonl: audio_filepath, text[, lang, id]", required=True, metavar="PATH")
+    language: str = arg("auto", "language of rows without lang (auto: zh when the text has CJK)",
+                        choices=("auto", "en", "zh"))
+    prompt_en: str | None = arg(None, "instruction for English clips (default: ask for a transcription)")
+    prompt_zh: str | None = arg(None, "instruction for Chinese clips (default: ask for a transcription)")
+    nemo_cross_check: bool = arg(True, "recompute WER/CER with NeMo when it is installed and compare")
+    max_new_tokens: int = arg(448, "longest answer, in tokens", group=GEN)
 
 
-def _responder(args, load: str | None = None):
-    from megatron_inserter.eval.responder import load_responder
+@dataclass
+class AudioQaFlags(GenerationFlags):
+    manifest: str = arg(None, "jsonl: audio_filepath, instruction, label[, task, candidates, id]", required=True,
+                        metavar="PATH")
+    max_new_tokens: int = arg(64, "longest answer, in tokens", group=GEN)
 
-    load = load or args.load
+
+@dataclass
+class CompareFlags:
+    results: list = arg([], "results JSON files of `inserter eval`", positional=True, required=True)
+    output: str | None = arg(None, "also write the table to this file", metavar="PATH")
+
+
+def _sampling(flags: GenerationFlags):
+    from megatron_inserter.eval.responder import SamplingParams
+
+    return SamplingParams(temperature=flags.temperature, top_p=flags.top_p, top_k=flags.top_k,
+                          max_new_tokens=flags.max_new_tokens, seed=flags.seed)
+
+
+def _common(flags: GenerationFlags) -> dict:
+    """The EvalConfig fields every task shares."""
+    source = flags.load or getattr(flags, "score_only", None) or flags.output
+    return dict(output_dir=Path(flags.output), name=flags.name or Path(str(source)).resolve().name or "model",
+                sampling=_sampling(flags), batch_size=flags.batch_size, dp_rank=flags.dp_rank,
+                dp_size=flags.dp_size, gather_timeout_s=flags.gather_timeout, progress=flags.progress)
+
+
+def _check_generation(flags: GenerationFlags) -> None:
+    from megatron_inserter.eval.parallel import check_rank
+
+    try:
+        check_rank(flags.dp_rank, flags.dp_size)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if flags.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {flags.batch_size}")
+
+
+def _responder(flags: GenerationFlags, prog: str, load: str | None = None):
+    from megatron_inserter.eval.responder import load_responder, parse_responder_args
+
+    load = load or flags.load
     if not load:
         raise UsageError("--load CKPT is required to generate responses")
-    return load_responder(load, **parse_responder_args(args.responder_arg))
+    return load_responder(load, flags.prompt_template, prog, **parse_responder_args(flags.responder_arg))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from megatron_inserter.eval.judge import JudgeConfig
-    from megatron_inserter.eval.speechinstructbench import layout, text_units
-    from megatron_inserter.eval.speechinstructbench.checkers import RULE_SETS
-
-    parser = argparse.ArgumentParser(
-        prog="inserter eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    sib = sub.add_parser("speechinstructbench", help="SpeechInstructBench (closed, open-ended, adjustment)")
-    sib.add_argument(
-        "--bench-dir", type=Path, default=None, help="local copy of ddwang2000/SpeechInstructBench"
-    )
-    sib.add_argument(
-        "--score-only",
-        type=Path,
-        default=None,
-        metavar="ROWS.jsonl",
-        help="score rows that already carry `response` (no generation)",
-    )
-    sib.add_argument("--tasks", type=_csv(layout.TASKS, {"adjust": "adjustment"}), default=layout.TASKS)
-    sib.add_argument("--variants", type=_csv(layout.VARIANTS), default=layout.VARIANTS)
-    sib.add_argument(
-        "--languages", type=_csv(layout.LANGUAGES, layout.LANGUAGE_ALIASES), default=layout.LANGUAGES
-    )
-    sib.add_argument(
-        "--modality",
-        choices=("speech", "text"),
-        default="speech",
-        help="speech: the spoken instruction; text: the written instruction (text-only upper bound)",
-    )
-    sib.add_argument("--text-prompt", type=str, default="", help="text after the audio (default: none)")
-    sib.add_argument("--checker-rules", choices=RULE_SETS, default="speechinstructbench")
-    sib.add_argument("--sentence-splitter", choices=text_units.SPLITTER_CHOICES, default="auto")
-    j = sib.add_argument_group("judge")
-    defaults = JudgeConfig()
-    j.add_argument("--judge", choices=("auto", "http", "local", "none"), default="auto")
-    j.add_argument(
-        "--judge-load", type=str, default=None, help="checkpoint for --judge local (default: --load)"
-    )
-    j.add_argument("--judge-samples", type=int, default=defaults.samples)
-    j.add_argument("--judge-temperature", type=float, default=defaults.temperature)
-    j.add_argument("--judge-top-p", type=float, default=defaults.top_p)
-    j.add_argument("--judge-max-tokens", type=int, default=defaults.max_tokens)
-    j.add_argument("--judge-max-attempts", type=int, default=defaults.max_attempts)
-    j.add_argument(
-        "--judge-backoff", type=float, default=defaults.backoff_s, help="first retry delay, seconds"
-    )
-    j.add_argument("--judge-timeout", type=float, default=defaults.timeout_s, help="seconds per HTTP request")
-    j.add_argument("--judge-workers", type=int, default=4, help="concurrent HTTP judge requests")
-    _add_generation(sib, max_new_tokens=1024)
-
-    asr = sub.add_parser("asr", help="WER (English) / CER (Chinese) on a manifest")
-    asr.add_argument("--manifest", type=Path, required=True)
-    asr.add_argument("--language", choices=("auto", "en", "zh"), default="auto")
-    asr.add_argument("--prompt-en", type=str, default=None)
-    asr.add_argument("--prompt-zh", type=str, default=None)
-    asr.add_argument("--no-nemo-cross-check", action="store_true")
-    _add_generation(asr, max_new_tokens=448)
-
-    qa = sub.add_parser("audio-qa", help="instruction + audio -> label accuracy (Dynamic-SUPERB style)")
-    qa.add_argument("--manifest", type=Path, required=True)
-    _add_generation(qa, max_new_tokens=64)
-
-    cmp_ = sub.add_parser("compare", help="several results JSON files side by side (Markdown)")
-    cmp_.add_argument("results", type=Path, nargs="+")
-    cmp_.add_argument("--output", type=Path, default=None, help="also write the table to this file")
-    return parser
-
-
-def _judge(args, needs_judge: bool):
+def _judge(flags: SpeechInstructBenchFlags, needs_judge: bool):
     """The judge, or for ``--judge local`` a function building it from the evaluated responder (so a bad
     judge configuration fails before any model is loaded)."""
     from megatron_inserter.eval.judge import HttpChatJudge, JudgeFatalError, ResponderJudge
 
-    kind = args.judge
+    kind = flags.judge
     if kind == "auto":
         if not needs_judge:
             return None
@@ -194,142 +186,112 @@ def _judge(args, needs_judge: bool):
             return HttpChatJudge.from_env()
         except JudgeFatalError as err:
             raise UsageError(str(err)) from None
-    load = args.judge_load or args.load
+    load = flags.judge_load or flags.load
     if not load:
         raise UsageError("--judge local needs --judge-load DIR (or --load)")
 
     def build_local(responder=None):
-        if responder is not None and load == args.load:
+        if responder is not None and load == flags.load:
             return ResponderJudge(responder, load)
-        return ResponderJudge(_responder(args, load), load)
+        return ResponderJudge(_responder(flags, f"{PROG} speechinstructbench", load), load)
 
     return build_local
 
 
-def run_speechinstructbench(args) -> int:
-    from megatron_inserter.eval.judge import JudgeConfig
+def run_speechinstructbench(flags: SpeechInstructBenchFlags) -> int:
     from megatron_inserter.eval.speechinstructbench import runner
 
-    if (args.score_only is None) == (args.bench_dir is None):
+    if (flags.score_only is None) == (flags.bench_dir is None):
         raise UsageError("give either --bench-dir DIR (with --load CKPT) or --score-only ROWS.jsonl")
+    _check_generation(flags)
     judge_config = JudgeConfig(
-        samples=args.judge_samples,
-        temperature=args.judge_temperature,
-        top_p=args.judge_top_p,
-        max_tokens=args.judge_max_tokens,
-        max_attempts=args.judge_max_attempts,
-        backoff_s=args.judge_backoff,
-        timeout_s=args.judge_timeout,
+        samples=flags.judge_samples, temperature=flags.judge_temperature, top_p=flags.judge_top_p,
+        max_tokens=flags.judge_max_tokens, max_attempts=flags.judge_max_attempts, backoff_s=flags.judge_backoff,
+        timeout_s=flags.judge_timeout,
     )
+    if judge_config.samples < 1 or judge_config.max_attempts < 1 or judge_config.timeout_s <= 0:
+        raise UsageError("--judge-samples and --judge-max-attempts must be >= 1 and --judge-timeout > 0")
+    try:
+        tasks = parse_list(flags.tasks, TASKS, "--tasks", TASK_ALIASES)
+        variants = parse_list(flags.variants, VARIANTS, "--variants")
+        languages = parse_list(flags.languages, LANGUAGES, "--languages", LANGUAGE_ALIASES)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     config = runner.RunConfig(
-        output_dir=args.output,
-        name=_name(args),
-        tasks=args.tasks,
-        variants=args.variants,
-        languages=args.languages,
-        modality=args.modality,
-        system_prompt=runner.DEFAULT_SYSTEM_PROMPT if args.system_prompt is None else args.system_prompt,
-        text_prompt=args.text_prompt,
-        sampling=_sampling(args),
-        batch_size=args.batch_size,
-        dp_rank=args.dp_rank,
-        dp_size=args.dp_size,
-        gather_timeout_s=args.gather_timeout,
-        rules=args.checker_rules,
-        sentence_splitter=args.sentence_splitter,
-        judge=judge_config,
-        judge_workers=args.judge_workers,
-        progress=not args.no_progress,
+        **_common(flags), tasks=tasks, variants=variants, languages=languages, modality=flags.modality,
+        system_prompt=runner.DEFAULT_SYSTEM_PROMPT if flags.system_prompt is None else flags.system_prompt,
+        text_prompt=flags.text_prompt, rules=flags.checker_rules, sentence_splitter=flags.sentence_splitter,
+        judge=judge_config, judge_workers=flags.judge_workers,
     )
-    if args.score_only is not None:
-        rows, stats = runner.load_scored_rows(args.score_only, config)
-        judge = _judge(args, runner.needs_judge(rows))
+    if flags.score_only is not None:
+        rows, stats = runner.load_scored_rows(Path(flags.score_only), config)
+        judge = _judge(flags, runner.needs_judge(rows))
         results = runner.score(rows, judge() if callable(judge) else judge, config, stats)
     else:
-        loaded = runner.load_benchmark(args.bench_dir, config)  # fail on a bad folder before loading a model
-        judge = _judge(args, runner.needs_judge(loaded[0])) if args.dp_rank == 0 else None
-        responder = _responder(args)
+        loaded = runner.load_benchmark(Path(flags.bench_dir), config)  # a bad folder fails before the model
+        judge = _judge(flags, runner.needs_judge(loaded[0])) if flags.dp_rank == 0 else None
+        responder = _responder(flags, f"{PROG} speechinstructbench")
         if callable(judge):
             judge = judge(responder)
-        results = runner.run(args.bench_dir, responder, judge, config, loaded=loaded)
+        results = runner.run(Path(flags.bench_dir), responder, judge, config, loaded=loaded)
     if results is not None:
         print((config.output_dir / "results.md").read_text(encoding="utf-8"))
     return 0
 
 
-def run_asr(args) -> int:
+def run_asr(flags: AsrFlags) -> int:
     from megatron_inserter.eval import asr
 
+    _check_generation(flags)
     prompts = dict(asr.DEFAULT_PROMPTS)
-    prompts.update({k: v for k, v in (("en", args.prompt_en), ("zh", args.prompt_zh)) if v is not None})
-    config = asr.AsrConfig(
-        output_dir=args.output,
-        name=_name(args),
-        language=args.language,
-        prompts=prompts,
-        system_prompt=args.system_prompt,
-        sampling=_sampling(args),
-        batch_size=args.batch_size,
-        dp_rank=args.dp_rank,
-        dp_size=args.dp_size,
-        gather_timeout_s=args.gather_timeout,
-        nemo_cross_check=not args.no_nemo_cross_check,
-        progress=not args.no_progress,
-    )
-    results = asr.run_asr(args.manifest, _responder(args), config)
+    prompts.update({k: v for k, v in (("en", flags.prompt_en), ("zh", flags.prompt_zh)) if v is not None})
+    config = asr.AsrConfig(**_common(flags), language=flags.language, prompts=prompts,
+                           system_prompt=flags.system_prompt, nemo_cross_check=flags.nemo_cross_check)
+    manifest = Path(flags.manifest)
+    if not manifest.is_file():
+        raise UsageError(f"--manifest {manifest} does not exist (a jsonl file, one row per clip)")
+    results = asr.run_asr(manifest, _responder(flags, f"{PROG} asr"), config)
     if results is not None:
-        print((args.output / "asr_results.md").read_text(encoding="utf-8"))
+        print((config.output_dir / "asr_results.md").read_text(encoding="utf-8"))
     return 0
 
 
-def run_audio_qa(args) -> int:
+def run_audio_qa(flags: AudioQaFlags) -> int:
     from megatron_inserter.eval import audio_qa
 
-    config = audio_qa.AudioQaConfig(
-        output_dir=args.output,
-        name=_name(args),
-        system_prompt=args.system_prompt,
-        sampling=_sampling(args),
-        batch_size=args.batch_size,
-        dp_rank=args.dp_rank,
-        dp_size=args.dp_size,
-        gather_timeout_s=args.gather_timeout,
-        progress=not args.no_progress,
-    )
-    results = audio_qa.run_audio_qa(args.manifest, _responder(args), config)
+    _check_generation(flags)
+    config = audio_qa.AudioQaConfig(**_common(flags), system_prompt=flags.system_prompt)
+    manifest = Path(flags.manifest)
+    if not manifest.is_file():
+        raise UsageError(f"--manifest {manifest} does not exist (a jsonl file, one row per clip)")
+    results = audio_qa.run_audio_qa(manifest, _responder(flags, f"{PROG} audio-qa"), config)
     if results is not None:
-        print((args.output / "audio_qa_results.md").read_text(encoding="utf-8"))
+        print((config.output_dir / "audio_qa_results.md").read_text(encoding="utf-8"))
     return 0
 
 
-def run_compare(args) -> int:
+def run_compare(flags: CompareFlags) -> int:
     from megatron_inserter.eval.compare import compare_markdown
-    from megatron_inserter.eval.records import write_text_atomic
+    from megatron_inserter.files import write_text_atomic
 
-    table = compare_markdown(args.results)
-    if args.output is not None:
-        write_text_atomic(args.output, table)
+    table = compare_markdown([Path(p) for p in flags.results])
+    if flags.output is not None:
+        write_text_atomic(flags.output, table)
     print(table)
     return 0
 
 
 COMMANDS = {
-    "speechinstructbench": run_speechinstructbench,
-    "asr": run_asr,
-    "audio-qa": run_audio_qa,
-    "compare": run_compare,
+    "speechinstructbench": (SpeechInstructBenchFlags, run_speechinstructbench,
+                            "SpeechInstructBench (closed, open-ended, adjustment)"),
+    "asr": (AsrFlags, run_asr, "WER (English) / CER (Chinese) on a manifest"),
+    "audio-qa": (AudioQaFlags, run_audio_qa, "instruction + audio -> label accuracy (Dynamic-SUPERB style)"),
+    "compare": (CompareFlags, run_compare, "several results JSON files side by side (Markdown)"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    from megatron_inserter.eval.judge import JudgeFatalError
-
-    args = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except (UsageError, ResponderUnavailableError, JudgeFatalError, FileNotFoundError, ValueError) as err:
-        print(f"inserter eval {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    return run_subcommands(PROG, COMMANDS, argv, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -2,30 +2,37 @@
 
 A judge returns ``n`` sampled answers to one prompt. Two implementations:
 
-* :class:`HttpChatJudge`: an OpenAI-compatible ``/chat/completions`` endpoint over ``urllib``. Configured from
-  ``INSERTER_JUDGE_URL`` (the server's base URL such as ``https://host/v1``, or the full
+* :class:`HttpChatJudge`: an OpenAI-compatible ``/chat/completions`` endpoint (:mod:`.judge_http`).
+  Configured from ``INSERTER_JUDGE_URL`` (the server's base URL such as ``https://host/v1``, or the full
   ``.../chat/completions`` URL), ``INSERTER_JUDGE_MODEL`` and ``INSERTER_JUDGE_API_KEY`` (optional; sent as a
-  bearer token and never logged or written to results).
+  bearer token). Credentials in the URL (``https://user:pass@host/v1``) are sent as basic authentication
+  when there is no key. The key and the URL's credentials never appear in a log, an error or an output
+  file: every text coming back from the server is redacted, and the endpoint is shown without them.
+  Redirects are followed only to the same origin (scheme, host and port) and always as a POST with the
+  same body; any other redirect is a failed request, so the key never leaves for another host.
+  ``timeout_s`` is a deadline for the whole request, reply included.
 * :class:`ResponderJudge`: a local :class:`~megatron_inserter.eval.responder.Responder` (text-only requests).
 
 :func:`collect_votes` asks until it holds ``samples`` answers that ``parse`` accepts. Transport failures
-(HTTP 408/409/429/5xx, timeouts, refused connections, bodies that are not chat completions) and malformed
-answers are retried with exponential backoff; after ``max_attempts`` the verdict is ``ok=False`` and the
-caller counts a judge error. HTTP 400/401/403/404 are configuration errors and stop the run.
+(HTTP 408/409/429/5xx, deadlines, refused connections, replies cut short, bodies that are not chat
+completions) and malformed answers are retried with exponential backoff; after ``max_attempts`` the
+verdict is ``ok=False`` and the caller counts a judge error. A redirect that is not followed fails the
+row at once. HTTP 400/401/403/404 are configuration errors and stop the run.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from megatron_inserter.errors import InserterError
+from megatron_inserter.eval import judge_http
+from megatron_inserter.eval.judge_http import DeadlineExceeded, Redactor, Url
 from megatron_inserter.eval.responder import EvalRequest, Responder, SamplingParams
 
 JUDGE_URL_ENV = "INSERTER_JUDGE_URL"
@@ -33,6 +40,9 @@ JUDGE_MODEL_ENV = "INSERTER_JUDGE_MODEL"
 JUDGE_KEY_ENV = "INSERTER_JUDGE_API_KEY"
 JUDGE_SYSTEM_PROMPT = "You are a helpful assistant who tries to help answer the user's question."
 RETRYABLE_HTTP = frozenset({408, 409, 425, 429})
+FOLLOWED_REDIRECTS = frozenset({301, 302, 307, 308})
+MAX_REDIRECTS = 3
+MAX_REPLY_BYTES = 16 << 20
 MAX_KEPT_TEXT = 500
 
 
@@ -53,7 +63,12 @@ class JudgeTransientError(RuntimeError):
     """A call that may succeed when retried."""
 
 
-class JudgeFatalError(RuntimeError):
+class JudgeRowError(JudgeTransientError):
+    """A call that failed in a way a retry cannot change (a redirect that is not followed): the row is
+    counted as a judge error at once."""
+
+
+class JudgeFatalError(InserterError, RuntimeError):
     """A call that cannot succeed with this configuration (bad URL, model or credentials)."""
 
 
@@ -68,8 +83,11 @@ class Judge(Protocol):
 
 
 def chat_endpoint(url: str) -> str:
-    url = url.rstrip("/")
-    return url if url.endswith("/chat/completions") else url + "/chat/completions"
+    url = url.strip()
+    base, sep, query = url.partition("?")
+    base = base.rstrip("/")
+    base = base if base.endswith("/chat/completions") else base + "/chat/completions"
+    return base + sep + query
 
 
 class HttpChatJudge:
@@ -78,9 +96,15 @@ class HttpChatJudge:
             raise JudgeFatalError(
                 f"an HTTP judge needs a URL and a model name (${JUDGE_URL_ENV}, ${JUDGE_MODEL_ENV})"
             )
-        self.endpoint = chat_endpoint(url)
-        self.model = model
         self._api_key = api_key or None
+        try:
+            self._url = Url.parse(chat_endpoint(url))
+        except ValueError as err:
+            raise JudgeFatalError(f"${JUDGE_URL_ENV} is not usable: {err}") from None
+        self.endpoint = self._url.display
+        self.model = model
+        proxy = judge_http.proxy_for(self._url)
+        self._redact = Redactor([self._api_key, *self._url.secrets(), *(proxy.secrets() if proxy else [])])
 
     @classmethod
     def from_env(cls, environ: dict | None = None) -> HttpChatJudge:
@@ -98,12 +122,15 @@ class HttpChatJudge:
         return f"HttpChatJudge(endpoint={self.endpoint!r}, model={self.model!r})"
 
     def describe(self) -> dict:
-        parts = urllib.parse.urlsplit(self.endpoint)
-        return {
-            "kind": "http",
-            "endpoint": f"{parts.scheme}://{parts.netloc}{parts.path}",
-            "model": self.model,
-        }
+        return {"kind": "http", "endpoint": self.endpoint, "model": self.model}
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        elif self._url.basic_auth():
+            headers["Authorization"] = self._url.basic_auth()
+        return headers
 
     def sample(self, prompt: str, config: JudgeConfig, n: int) -> list[str]:
         body = {
@@ -117,34 +144,61 @@ class HttpChatJudge:
             "max_tokens": config.max_tokens,
             "n": n,
         }
-        headers = {"Content-Type": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        request = urllib.request.Request(
-            self.endpoint, data=json.dumps(body).encode("utf-8"), headers=headers, method="POST"
-        )
         try:
-            with urllib.request.urlopen(request, timeout=config.timeout_s) as reply:
-                payload = reply.read()
-        except urllib.error.HTTPError as err:
-            detail = _excerpt(err.read().decode("utf-8", "replace")) if err.fp is not None else ""
-            message = f"HTTP {err.code} from {self.endpoint}: {detail}"
-            if err.code in RETRYABLE_HTTP or err.code >= 500:
-                raise JudgeTransientError(message) from None
-            raise JudgeFatalError(message + " (check the judge URL, model name and API key)") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise JudgeTransientError(
-                f"request to {self.endpoint} failed: {type(reason).__name__}: {reason}"
-            ) from None
-        return _parse_chat_completion(payload)
+            return [self._redact(t) for t in self._exchange(json.dumps(body).encode("utf-8"), config)]
+        except (JudgeTransientError, JudgeFatalError) as err:
+            raise type(err)(self._redact(str(err))) from None
+
+    def _exchange(self, body: bytes, config: JudgeConfig) -> list[str]:
+        deadline = time.monotonic() + config.timeout_s
+        url = self._url
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                reply = judge_http.post(url, body, self._headers(), deadline, MAX_REPLY_BYTES)
+            except DeadlineExceeded:
+                raise JudgeTransientError(
+                    f"no complete reply from {url.display} within --judge-timeout {config.timeout_s:g}s (timed out)"
+                ) from None
+            except http.client.IncompleteRead as err:
+                raise JudgeTransientError(
+                    f"reply from {url.display} cut short: {len(err.partial)} bytes read, "
+                    f"{err.expected} more announced"
+                ) from None
+            except (OSError, http.client.HTTPException) as err:
+                raise JudgeTransientError(f"request to {url.display} failed: {type(err).__name__}: {err}") from None
+            location = reply.headers.get("Location")
+            if reply.status in FOLLOWED_REDIRECTS and location:
+                try:
+                    next_url = url.join(location)
+                except ValueError:
+                    raise JudgeRowError(f"HTTP {reply.status} from {url.display} to an unusable address") from None
+                if not judge_http.same_origin(url, next_url):
+                    raise JudgeRowError(
+                        f"HTTP {reply.status} from {url.display} redirects to another origin "
+                        f"({next_url.scheme}://{next_url.netloc}); not followed, so the request and its key stay "
+                        f"where {JUDGE_URL_ENV} points: set it to the final address"
+                    )
+                url = next_url
+                continue
+            if 300 <= reply.status < 400:
+                raise JudgeRowError(
+                    f"HTTP {reply.status} from {url.display} not followed (a POST is never turned into a GET); "
+                    f"set {JUDGE_URL_ENV} to the final address"
+                )
+            if reply.status >= 400:
+                message = f"HTTP {reply.status} from {url.display}: {_excerpt(reply.body)}"
+                if reply.status in RETRYABLE_HTTP or reply.status >= 500:
+                    raise JudgeTransientError(message)
+                raise JudgeFatalError(message + " (check the judge URL, model name and API key)")
+            return _parse_chat_completion(reply.body)
+        raise JudgeRowError(f"more than {MAX_REDIRECTS} redirects from {self.endpoint}")
 
 
 def _parse_chat_completion(payload: bytes) -> list[str]:
     try:
         data = json.loads(payload)
         texts = [choice["message"]["content"] for choice in data["choices"]]
-    except (ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError, RecursionError) as err:
         raise JudgeTransientError(
             f"reply is not a chat completion ({type(err).__name__}): {_excerpt(payload)}"
         ) from None
@@ -220,13 +274,16 @@ def collect_votes(
         verdict.attempts += 1
         try:
             texts = judge.sample(prompt, config, need)
+        except JudgeRowError as err:
+            verdict.errors.append(str(err))
+            break
         except JudgeTransientError as err:
             verdict.errors.append(str(err))
             continue
         for text in texts[:need]:
             try:
                 parsed = parse(text)
-            except MalformedAnswer:
+            except Exception:  # noqa: BLE001 - any answer the parser cannot read is a malformed answer
                 verdict.rejected.append(_excerpt(text))
                 continue
             verdict.answers.append(text)

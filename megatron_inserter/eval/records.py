@@ -1,23 +1,24 @@
 """JSON-lines input and output for evaluation runs.
 
-* :func:`read_jsonl` reads a file and reports each bad line (file and line number) instead of failing
-  the whole run.
-* :func:`write_jsonl_atomic`, :func:`write_text_atomic`, :func:`write_json_atomic` write a sibling temp file
-  and rename it, so a reader never sees a half-written output.
+* :func:`read_jsonl` reads a file and reports each bad line (file, line number and reason: not UTF-8, not
+  JSON, nested too deeply, a lone surrogate, not an object) instead of failing the whole run.
+* :func:`write_jsonl_atomic` and :func:`write_json_atomic` write through the project's one atomic writer
+  (:mod:`megatron_inserter.files`), so a reader never sees a half-written output.
 * :class:`RecordLog` is the resumable log behind long jobs: one JSON object per line, appended with
   flush + fsync after each record. Reopening it keeps the last record of every key, drops a line torn by a
-  crash, and rewrites the file compacted before appending again.
+  crash (even inside a multi-byte character), and rewrites the file compacted before appending again.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
+
+from megatron_inserter.files import atomic_write, write_text_atomic  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -34,43 +35,49 @@ class BadLine:
 class JsonlRead:
     rows: list[dict] = field(default_factory=list)
     bad_lines: list[BadLine] = field(default_factory=list)
+    row_lines: list[int] = field(default_factory=list)  # the line number of each row
+
+    def numbered_rows(self) -> list[tuple[int, dict]]:
+        return list(zip(self.row_lines, self.rows))
+
+
+def parse_line(raw: bytes) -> dict | str:
+    """The JSON object on one line, or the reason it is not usable."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return f"not valid UTF-8 (byte {err.start})"
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as err:
+        return f"not valid JSON ({err.msg})"
+    except RecursionError:
+        return "JSON nested too deeply"
+    if not isinstance(obj, dict):
+        return f"expected a JSON object, got {type(obj).__name__}"
+    try:
+        dumps(obj).encode("utf-8")
+    except UnicodeEncodeError:
+        return "holds a lone surrogate (\\ud800-\\udfff), which is not text"
+    except (RecursionError, TypeError, ValueError):
+        return "JSON nested too deeply"
+    return obj
 
 
 def read_jsonl(path: str | os.PathLike) -> JsonlRead:
     """All JSON objects of ``path``; blank lines are ignored, bad lines are returned in ``bad_lines``."""
     out = JsonlRead()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                out.bad_lines.append(BadLine(str(path), lineno, f"not valid JSON ({err.msg})"))
-                continue
-            if not isinstance(obj, dict):
-                out.bad_lines.append(
-                    BadLine(str(path), lineno, f"expected a JSON object, got {type(obj).__name__}")
-                )
-                continue
-            out.rows.append(obj)
+            parsed = parse_line(raw)
+            if isinstance(parsed, str):
+                out.bad_lines.append(BadLine(str(path), lineno, parsed))
+            else:
+                out.rows.append(parsed)
+                out.row_lines.append(lineno)
     return out
-
-
-def _atomic_write(path: str | os.PathLike, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def dumps(obj: Any) -> str:
@@ -84,21 +91,14 @@ def _json_default(obj: Any) -> Any:
 
 
 def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> None:
-    def write(f):
+    with atomic_write(path, "w") as f:
         for row in rows:
             f.write(dumps(row) + "\n")
 
-    _atomic_write(path, write)
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    _atomic_write(path, lambda f: f.write(text))
-
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    _atomic_write(
-        path, lambda f: f.write(json.dumps(obj, ensure_ascii=False, indent=2, default=_json_default) + "\n")
-    )
+    with atomic_write(path, "w") as f:
+        f.write(json.dumps(obj, ensure_ascii=False, indent=2, default=_json_default) + "\n")
 
 
 class RecordLog:
@@ -114,7 +114,7 @@ class RecordLog:
             read = read_jsonl(self.path)
             self.dropped_lines = len(read.bad_lines)
             for row in read.rows:
-                if key not in row:
+                if not isinstance(row.get(key), str):
                     self.dropped_lines += 1
                     continue
                 if row[key] in self._records:

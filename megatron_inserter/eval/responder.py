@@ -5,18 +5,27 @@ a PCM array), an optional text prompt placed after the audio, an optional system
 parameters. ``respond`` answers a batch of requests with one string per request, in order.
 
 The model-backed responder lives in ``megatron_inserter.inference.responder`` and is built with
-``build_responder(load_dir, **generation_kwargs)``; :func:`load_responder` imports it only when a
-checkpoint is evaluated, so scoring-only runs never import the model stack.
+``build_responder(load_dir, template=..., **generation_kwargs)``; :func:`load_responder` imports it only
+when a checkpoint is evaluated, so scoring-only runs never import the model stack.
+
+The prompt template (``--prompt-template``): ``auto`` picks ``chatml`` when the checkpoint's tokenizer has
+single tokens for ``<|im_start|>`` and ``<|im_end|>`` and ``plain`` otherwise (a SentencePiece tokenizer
+trained by ``inserter train-tokenizer``), and says which on stderr; ``chatml`` with a tokenizer lacking
+those tokens is refused before any model is built.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any, Protocol, runtime_checkable
 
+from megatron_inserter.errors import InserterError, UsageError
 from megatron_inserter.inference.requests import EvalRequest, SamplingParams  # noqa: F401 (re-exported)
 
 RESPONDER_MODULE = "megatron_inserter.inference.responder"
+TEMPLATE_CHOICES = ("auto", "plain", "chatml")
+CHAT_TOKENS = "<|im_start|>/<|im_end|>"
 
 
 @runtime_checkable
@@ -26,12 +35,47 @@ class Responder(Protocol):
         ...
 
 
-class ResponderUnavailableError(RuntimeError):
+class ResponderUnavailableError(InserterError, RuntimeError):
     """The generation backend cannot be imported or built."""
 
+    exit_code = 2
 
-def load_responder(load_dir: str, **generation_kwargs: Any) -> Responder:
-    """Build the model-backed responder for checkpoint ``load_dir``."""
+
+def checkpoint_tokenizer(load_dir: str, tokenizer_model: str | None = None):
+    """The tokenizer checkpoint ``load_dir`` was trained with (read from its arguments; no model is built)."""
+    from megatron_inserter.data.tokenizers import build_tokenizer
+    from megatron_inserter.inference.loading import training_arguments
+
+    args = training_arguments(load_dir)
+    return build_tokenizer(args.tokenizer_type, tokenizer_model or args.tokenizer_model)
+
+
+def choose_template(requested: str, tokenizer, source: str, prog: str = "inserter eval") -> str:
+    """``plain`` or ``chatml`` for ``--prompt-template requested`` and the tokenizer of ``source``."""
+    from megatron_inserter.inference.prompt import has_chat_tokens
+
+    if requested not in TEMPLATE_CHOICES:
+        raise UsageError(f"--prompt-template must be one of {', '.join(TEMPLATE_CHOICES)}, got {requested!r}")
+    if requested == "plain":
+        return "plain"
+    chat = has_chat_tokens(tokenizer)
+    if requested == "chatml" and not chat:
+        raise UsageError(
+            f"--prompt-template chatml needs single tokens for {CHAT_TOKENS}; the tokenizer of {source} has "
+            "none: use --prompt-template plain (or auto)"
+        )
+    if requested == "auto":
+        why = f"has {CHAT_TOKENS} tokens" if chat else f"has no single tokens for {CHAT_TOKENS}"
+        template = "chatml" if chat else "plain"
+        print(f"{prog}: prompt template {template}: the tokenizer of {source} {why} "
+              "(--prompt-template chooses)", file=sys.stderr)
+        return template
+    return requested
+
+
+def load_responder(load_dir: str, template: str = "auto", prog: str = "inserter eval",
+                   **generation_kwargs: Any) -> Responder:
+    """Build the model-backed responder for checkpoint ``load_dir`` with ``--prompt-template template``."""
     try:
         module = importlib.import_module(RESPONDER_MODULE)
     except ModuleNotFoundError as err:
@@ -49,7 +93,12 @@ def load_responder(load_dir: str, **generation_kwargs: Any) -> Responder:
             f"{RESPONDER_MODULE} has no build_responder(load_dir, **generation_kwargs); cannot evaluate "
             f"checkpoint {load_dir!r}"
         )
-    responder = build(load_dir, **generation_kwargs)
+    if "template" in generation_kwargs:
+        raise UsageError("give the prompt template with --prompt-template, not --responder-arg template=...")
+    if template != "plain":
+        tokenizer = checkpoint_tokenizer(load_dir, generation_kwargs.get("tokenizer_model"))
+        template = choose_template(template, tokenizer, load_dir, prog)
+    responder = build(load_dir, template=template, **generation_kwargs)
     if not callable(getattr(responder, "respond", None)):
         raise ResponderUnavailableError(
             f"{RESPONDER_MODULE}.build_responder returned {type(responder).__name__}, which has no respond()"
@@ -65,7 +114,7 @@ def parse_responder_args(items: list[str] | None) -> dict[str, Any]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--responder-arg expects KEY=VALUE, got {item!r}")
+            raise UsageError(f"--responder-arg expects KEY=VALUE, got {item!r}")
         try:
             kwargs[key.replace("-", "_")] = json.loads(value)
         except json.JSONDecodeError:

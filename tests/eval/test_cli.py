@@ -1,19 +1,22 @@
-"""`inserter eval` command line: lazy responder import, clear errors, score-only, compare."""
+"""`inserter eval` command line: lazy responder import, clear errors, score-only, compare, templates."""
 
 import json
+import subprocess
 import sys
 import types
 
 import pytest
 
 from megatron_inserter.eval import cli, responder
-from tests.eval.fakes import ScriptedResponder, bench_answer, make_bench
+from tests.eval.fakes import ChatTokenizer, ScriptedResponder, bench_answer, make_bench, touch_audio, write_jsonl
 
 
 @pytest.fixture
 def fake_backend(monkeypatch):
-    """A stand-in for megatron_inserter.inference.responder that records how it was built."""
+    """A stand-in for megatron_inserter.inference.responder that records how it was built; the checkpoint's
+    tokenizer has chat tokens."""
     built = []
+    monkeypatch.setattr(responder, "checkpoint_tokenizer", lambda load_dir, tokenizer_model=None: ChatTokenizer())
 
     def build_responder(load_dir, **generation_kwargs):
         built.append((load_dir, generation_kwargs))
@@ -69,7 +72,7 @@ def test_closed_run_through_the_command_line(tmp_path, fake_backend, capsys):
         ]
     )
     assert rc == 0
-    assert fake_backend == [("/ckpt/step100", {"tensor_model_parallel_size": 2})]
+    assert fake_backend == [("/ckpt/step100", {"tensor_model_parallel_size": 2, "template": "chatml"})]
     results = json.loads((tmp_path / "out/results.json").read_text())
     assert results["name"] == "step100" and set(results["details"]) == {"en/closed/standard"}
     assert "SpeechInstructBench: step100" in capsys.readouterr().out
@@ -161,10 +164,12 @@ def test_score_only_then_compare(tmp_path, capsys):
     assert table in capsys.readouterr().out
 
 
-def test_unknown_flags_and_bad_lists_are_usage_errors(tmp_path):
-    with pytest.raises(SystemExit):
-        cli.main(["speechinstructbench", "--score-only", "x.jsonl", "--output", str(tmp_path), "--bogus"])
-    with pytest.raises(SystemExit):
-        cli.main(
-            ["speechinstructbench", "--score-only", "x.jsonl", "--output", str(tmp_path), "--tasks", "closd"]
-        )
+def test_unknown_flags_and_bad_lists_are_usage_errors(tmp_path, capsys):
+    rc = cli.main(["speechinstructbench", "--score-only", "x.jsonl", "--output", str(tmp_path), "--bogus"])
+    assert rc == 2 and "--bogus" in capsys.readouterr().err
+    rc = cli.main(["speechinstructbench", "--score-only", "x.jsonl", "--output", str(tmp_path), "--tasks", "closd"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "--tasks" in err and "closd" in err
+    rc = cli.main(["asr", "--manifest", "m.jsonl", "--output", str(tmp_path), "--max-new-tokns", "3"])
+    assert rc == 2 and "did you mean: --max-new-tokns -> --max-new-tokens" in capsys.readouterr().err
+    assert cli.main(["asrr"]) == 2 and "did you mean 'asr'" in capsys.readouterr().err

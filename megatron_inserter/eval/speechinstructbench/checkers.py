@@ -35,6 +35,7 @@ import langdetect
 import nltk
 
 from megatron_inserter.eval.speechinstructbench import text_units
+from megatron_inserter.eval.speechinstructbench.choices import RULE_SETS
 
 
 def _import_ifeval():
@@ -56,7 +57,6 @@ ifeval, IFEVAL_REGISTRY = _import_ifeval()
 
 langdetect.DetectorFactory.seed = 0
 
-RULE_SETS = ("speechinstructbench", "ifeval")
 LESS_THAN, AT_LEAST = "less than", "at least"
 CHINESE_CONSTRAINED_OPTIONS = ("我的答案是是的。", "我的答案是不是。", "我的答案是可能。")
 FIRST_WORD_STOP = frozenset(".,?!'\"。，？！‘“”")

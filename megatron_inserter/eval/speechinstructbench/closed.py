@@ -37,6 +37,11 @@ def clean_kwargs(kwargs: dict | None) -> dict:
     }
 
 
+def _excerpt(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def strip_turn_marker(response: str) -> str:
     return response[3:].strip() if response.startswith(TURN_MARKERS) else response
 
@@ -56,10 +61,16 @@ def score_row(row: dict, registry: dict[str, type]) -> dict[str, list[bool]]:
     """{"strict": [...], "loose": [...]}, one bool per instruction of the row."""
     ids = row.get("instruction_id_list")
     kwargs_list = row.get("kwargs")
-    if not isinstance(ids, list) or not ids:
-        raise ClosedScoringError("row has no instruction_id_list")
-    if not isinstance(kwargs_list, list) or len(kwargs_list) != len(ids):
-        raise ClosedScoringError(f"kwargs must be a list with one dict per instruction ({len(ids)})")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise ClosedScoringError(f"instruction_id_list must be a non-empty list of strings, got {_excerpt(ids)}")
+    if (
+        not isinstance(kwargs_list, list)
+        or len(kwargs_list) != len(ids)
+        or not all(k is None or isinstance(k, dict) for k in kwargs_list)
+    ):
+        raise ClosedScoringError(
+            f"kwargs must be a list with one dict per instruction ({len(ids)}), got {_excerpt(kwargs_list)}"
+        )
     response = strip_turn_marker(row.get("response") or "")
     variants = [v for v in loose_variants(response) if v.strip()]
     strict, loose = [], []
@@ -131,7 +142,9 @@ def score_closed_rows(
             continue
         try:
             scores = score_row(row, registry)
-        except ClosedScoringError as err:
+        except Exception as err:  # noqa: BLE001 - one bad row is counted, never the end of the run
+            if not isinstance(err, ClosedScoringError):
+                err = ClosedScoringError(f"{type(err).__name__}: {err}")
             row["score_error"] = str(err)
             row.pop("pred_score", None)
             tally.errors += 1

@@ -63,7 +63,7 @@ def judge_rows(
             try:
                 prompt = task.build_prompt(row)
                 parse = task.make_parser(row)
-            except ValueError as err:
+            except (ValueError, TypeError, KeyError, AttributeError) as err:
                 row["judge_error"] = f"bad row: {err}"
                 stats["bad_rows"] += 1
                 continue

@@ -22,13 +22,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from megatron_inserter.eval.records import read_jsonl
+from megatron_inserter.eval.records import BadLine, read_jsonl
+from megatron_inserter.eval.speechinstructbench.choices import LANGUAGE_ALIASES, LANGUAGES, TASKS, VARIANTS  # noqa: F401
 from megatron_inserter.eval.speechinstructbench.text_units import contains_cjk
 
-TASKS = ("closed", "open", "adjustment")
-VARIANTS = ("standard", "background", "accent", "paralinguistics", "disfluency")
-LANGUAGES = ("en", "zh")
-LANGUAGE_ALIASES = {"en": "en", "zh": "zh", "cn": "zh"}
 AUDIO_FIELDS = ("audio_path", "audio", "audio_filepath")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
 META = "eval_meta"
@@ -47,7 +44,7 @@ class BenchFile:
 class LoadReport:
     files: list[BenchFile] = field(default_factory=list)
     skipped_files: list[str] = field(default_factory=list)
-    bad_lines: list[str] = field(default_factory=list)
+    bad_lines: list[BadLine] = field(default_factory=list)
     duplicate_ids: int = 0
     missing_audio: list[str] = field(default_factory=list)
 
@@ -55,7 +52,7 @@ class LoadReport:
         return {
             "files": [f"{f.task}/{f.variant}/{f.language}: {f.path}" for f in self.files],
             "skipped_files": self.skipped_files,
-            "bad_lines": self.bad_lines[:50],
+            "bad_lines": [str(b) for b in self.bad_lines[:50]],
             "num_bad_lines": len(self.bad_lines),
             "duplicate_ids": self.duplicate_ids,
             "missing_audio": len(self.missing_audio),
@@ -156,7 +153,7 @@ def load_rows(bench_dir: Path, report: LoadReport, tasks, variants, languages) -
         if bench_file.task == "closed" and bench_file.variant not in variants:
             continue
         read = read_jsonl(bench_file.path)
-        report.bad_lines.extend(str(b) for b in read.bad_lines)
+        report.bad_lines.extend(read.bad_lines)
         for i, row in enumerate(read.rows):
             uid = f"{bench_file.task}/{bench_file.variant}/{bench_file.language}/{row_id(row, i)}"
             if uid in seen:
@@ -180,9 +177,16 @@ def load_rows(bench_dir: Path, report: LoadReport, tasks, variants, languages) -
 
 
 def infer_meta(row: dict, line_index: int) -> dict:
-    """Task, variant and language of a row from another tool's output (for ``--score-only``)."""
-    if isinstance(row.get(META), dict) and {"uid", "task", "variant", "language"} <= row[META].keys():
-        return dict(row[META])
+    """Task, variant and language of a row from another tool's output (for ``--score-only``). A row's own
+    ``eval_meta`` is kept when it is well formed."""
+    meta = row.get(META)
+    if (
+        isinstance(meta, dict)
+        and all(isinstance(meta.get(k), str) for k in ("uid", "task", "variant", "language"))
+        and meta["task"] in TASKS
+        and meta["language"] in LANGUAGES
+    ):
+        return dict(meta)
     if "instruction_id_list" in row:
         task = "closed"
     elif "decomposed_questions" in row:

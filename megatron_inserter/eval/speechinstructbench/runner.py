@@ -1,4 +1,4 @@
-"""SpeechInstructBench end to end: load rows, generate answers, judge, score, report.
+"""SpeechInstructBench on the evaluation pipeline: load rows, generate answers, judge, score, report.
 
 Output folder:
   responses.jsonl              answers as they are generated ({uid, response} or {uid, error}); with
@@ -7,68 +7,61 @@ Output folder:
   judgements.jsonl             judge verdicts (resumable; see ``judging``)
   scored.jsonl                 every row with ``response`` and ``pred_score`` (the benchmark's format), plus
                                ``eval_meta`` and, when not scored, ``score_error`` / ``judge_error``
-  results.json, results.md     metrics, per-group details, configuration and run statistics
+  results.json, results.md     metrics, per-group details, configuration, run statistics, skipped rows
 
 Re-running the same command resumes: answered rows are not generated again and complete verdicts are not
 judged again. Rank 0 gathers the ranks' answers (waiting up to ``gather_timeout_s`` for their markers)
-and scores; other ranks stop after their slice.
+and scores; other ranks stop after their slice. Rows that cannot be used (bad lines, missing audio,
+malformed instruction lists, no valid judge verdict) are listed with their reason on stderr and in
+``results.json`` (``skipped``); they never stop the run.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from megatron_inserter.eval.generate import PendingItem, gather_sharded, generate_sharded, is_answered
+from megatron_inserter.errors import DataError, UsageError
 from megatron_inserter.eval.judge import Judge, JudgeConfig
-from megatron_inserter.eval.parallel import check_rank
-from megatron_inserter.eval.records import (
-    read_jsonl,
-    write_json_atomic,
-    write_jsonl_atomic,
-    write_text_atomic,
-)
-from megatron_inserter.eval.responder import EvalRequest, Responder, SamplingParams
+from megatron_inserter.eval.pipeline import EvalConfig, EvalTask, finish
+from megatron_inserter.eval.pipeline import run as run_task
+from megatron_inserter.eval.records import read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from megatron_inserter.eval.responder import EvalRequest, Responder
 from megatron_inserter.eval.speechinstructbench import layout, report, text_units
+from megatron_inserter.eval.speechinstructbench.choices import MODALITIES  # noqa: F401 (re-exported)
 from megatron_inserter.eval.speechinstructbench.closed import score_closed_rows
 from megatron_inserter.eval.speechinstructbench.judged import tally_judged
-from megatron_inserter.eval.speechinstructbench.judging import judge_rows
+from megatron_inserter.eval.speechinstructbench.judging import NO_JUDGE, judge_rows
 from megatron_inserter.eval.speechinstructbench.layout import META
 
+_BAD_LINE_RE = re.compile(r"(.*?:\d+): (.*)", re.S)
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful AI assistant. Please answer the question based on the provided audio."
 )
-MODALITIES = ("speech", "text")
 
 
 @dataclass
-class RunConfig:
-    output_dir: Path
-    name: str = "model"
+class RunConfig(EvalConfig):
     tasks: tuple[str, ...] = layout.TASKS
     variants: tuple[str, ...] = layout.VARIANTS
     languages: tuple[str, ...] = layout.LANGUAGES
     modality: str = "speech"  # speech: audio + text_prompt; text: the row's written prompt, no audio
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     text_prompt: str = ""
-    sampling: SamplingParams = field(default_factory=SamplingParams)
-    batch_size: int = 8
-    dp_rank: int = 0
-    dp_size: int = 1
-    gather_timeout_s: float = 0.0
     rules: str = "speechinstructbench"
     sentence_splitter: str = "auto"
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     judge_workers: int = 4
-    progress: bool = True
 
 
-def build_request(row: dict, config: RunConfig) -> EvalRequest | None:
+def build_request(row: dict, config: RunConfig) -> EvalRequest | str:
+    """The request for a row, or the reason it has none."""
     meta = row[META]
     if config.modality == "text":
         text = row.get("prompt")
         if not isinstance(text, str):
-            return None
+            return "no written prompt (text modality)"
         prompt = text if not config.text_prompt else f"{text}\n{config.text_prompt}"
         return EvalRequest(
             text_prompt=prompt,
@@ -77,7 +70,7 @@ def build_request(row: dict, config: RunConfig) -> EvalRequest | None:
             request_id=meta["uid"],
         )
     if "audio" not in meta:
-        return None
+        return f"audio not found ({layout.audio_reference(row) or 'no audio field'})"
     return EvalRequest(
         text_prompt=config.text_prompt,
         audio_path=meta["audio"],
@@ -87,107 +80,100 @@ def build_request(row: dict, config: RunConfig) -> EvalRequest | None:
     )
 
 
-def generate(rows: list[dict], responder: Responder, config: RunConfig) -> dict:
-    """Answer this rank's slice of ``rows``; returns generation statistics."""
-    check_rank(config.dp_rank, config.dp_size)
-    items, no_input = [], []
-    for row in rows:
-        request = build_request(row, config)
-        if request is None:
-            no_input.append(row[META]["uid"])
-        else:
-            items.append(PendingItem(row[META]["uid"], request))
-    stats = generate_sharded(
-        items,
-        responder,
-        config.output_dir,
-        "responses",
-        config.dp_rank,
-        config.dp_size,
-        config.batch_size,
-        config.progress,
-    )
-    return {**stats, "skipped_no_input": len(no_input), "first_skipped_no_input": no_input[:20]}
+class SpeechInstructBenchTask(EvalTask):
+    command, kind, stem = "speechinstructbench", "speechinstructbench", "responses"
 
+    def __init__(
+        self,
+        config: RunConfig,
+        judge: Judge | None = None,
+        bench_dir: Path | None = None,
+        loaded: tuple[list[dict], layout.LoadReport] | None = None,
+    ):
+        super().__init__(config)
+        self.judge = judge
+        self.bench_dir = bench_dir
+        self.loaded = loaded
 
-def gather(rows: list[dict], config: RunConfig) -> list[dict] | None:
-    """Rows with every rank's answers merged in (``response`` or ``generation_error``), in row order; None
-    when some rank has not finished."""
-    records = gather_sharded(config.output_dir, "responses", config.dp_size, config.gather_timeout_s)
-    if records is None:
-        return None
-    merged = []
-    for row in rows:
-        row = {k: v for k, v in row.items() if k not in ("response", "generation_error")}
-        record = records.get(row[META]["uid"])
-        if is_answered(record):
-            row["response"] = record["response"]
-        elif record is not None:
-            row["generation_error"] = record.get("error", "unknown")
-        merged.append(row)
-    return merged
+    def uid(self, row: dict) -> str:
+        return row[META]["uid"]
 
+    def load(self) -> list[dict]:
+        rows, found = self.loaded if self.loaded is not None else load_benchmark(self.bench_dir, self.config)
+        self.load_stats = found.as_dict()
+        for bad in found.bad_lines:
+            self.skips.add("input", f"{bad.path}:{bad.line}", bad.reason)
+        return rows
 
-def score(rows: list[dict], judge: Judge | None, config: RunConfig, stats: dict | None = None) -> dict:
-    """Judge and score ``rows`` (each with ``eval_meta``), write the outputs, return the results dict."""
-    config.output_dir.mkdir(parents=True, exist_ok=True)
-    judge_stats = judge_rows(
-        rows,
-        judge,
-        config.judge,
-        config.output_dir / "judgements.jsonl",
-        workers=config.judge_workers if judge is not None and judge.describe()["kind"] == "http" else 1,
-        progress=config.progress,
-    )
-    groups: dict[tuple[str, str, str], list[dict]] = {}
-    for row in rows:
-        meta = row[META]
-        groups.setdefault((meta["task"], meta["variant"], meta["language"]), []).append(row)
-    details = {}
-    for (task, variant, language), group_rows in sorted(groups.items()):
-        if task == "closed":
-            summary = score_closed_rows(group_rows, config.rules, config.sentence_splitter).summary()
-        else:
-            summary = tally_judged(task, group_rows).summary()
-        details[report.group_name(task, variant, language)] = summary
-    write_jsonl_atomic(config.output_dir / "scored.jsonl", rows)
-    splitter_source = text_units.english_sentence_splitter(config.sentence_splitter)[1]
-    results = {
-        "kind": "speechinstructbench",
-        "name": config.name,
-        "metrics": report.flat_metrics(details),
-        "details": details,
-        "config": {
-            "tasks": list(config.tasks),
-            "variants": list(config.variants),
-            "languages": list(config.languages),
-            "modality": config.modality,
-            "system_prompt": config.system_prompt,
-            "text_prompt": config.text_prompt,
-            "sampling": asdict(config.sampling),
-            "checker_rules": config.rules,
-            "sentence_splitter": splitter_source,
-            "judge": None if judge is None else {**judge.describe(), **asdict(config.judge)},
-        },
-        "stats": {**(stats or {}), "judge": judge_stats},
-    }
-    write_json_atomic(config.output_dir / "results.json", results)
-    write_text_atomic(config.output_dir / "results.md", report.leaderboard_markdown(details, config.name))
-    return results
+    def request(self, row: dict) -> EvalRequest | str:
+        return build_request(row, self.config)
+
+    def score(self, rows: list[dict]) -> dict:
+        config, judge = self.config, self.judge
+        http = judge is not None and judge.describe()["kind"] == "http"
+        judge_stats = judge_rows(
+            rows,
+            judge,
+            config.judge,
+            Path(config.output_dir) / "judgements.jsonl",
+            workers=config.judge_workers if http else 1,
+            progress=config.progress,
+        )
+        groups: dict[tuple[str, str, str], list[dict]] = {}
+        for row in rows:
+            meta = row[META]
+            groups.setdefault((meta["task"], meta["variant"], meta["language"]), []).append(row)
+        details = {}
+        for (task, variant, language), group_rows in sorted(groups.items()):
+            if task == "closed":
+                summary = score_closed_rows(group_rows, config.rules, config.sentence_splitter).summary()
+            else:
+                summary = tally_judged(task, group_rows).summary()
+            details[report.group_name(task, variant, language)] = summary
+        for row in rows:
+            if isinstance(row.get("score_error"), str):
+                self.skips.add("scoring", self.uid(row), row["score_error"])
+            elif isinstance(row.get("judge_error"), str):
+                self.skips.add("judge", self.uid(row), row["judge_error"])
+        splitter_source = text_units.english_sentence_splitter(config.sentence_splitter)[1]
+        return {
+            "metrics": report.flat_metrics(details),
+            "details": details,
+            "config": {
+                "tasks": list(config.tasks),
+                "variants": list(config.variants),
+                "languages": list(config.languages),
+                "modality": config.modality,
+                "system_prompt": config.system_prompt,
+                "text_prompt": config.text_prompt,
+                "sampling": asdict(config.sampling),
+                "checker_rules": config.rules,
+                "sentence_splitter": splitter_source,
+                "judge": None if judge is None else {**judge.describe(), **asdict(config.judge)},
+            },
+            "stats": {"judge": judge_stats},
+        }
+
+    def write(self, rows: list[dict], results: dict) -> None:
+        out = Path(self.config.output_dir)
+        write_jsonl_atomic(out / "scored.jsonl", rows)
+        write_json_atomic(out / "results.json", results)
+        write_text_atomic(out / "results.md", report.leaderboard_markdown(results["details"], self.config.name))
 
 
 def load_benchmark(bench_dir: Path, config: RunConfig) -> tuple[list[dict], layout.LoadReport]:
+    bench_dir = Path(bench_dir)
     if not bench_dir.is_dir():
-        raise FileNotFoundError(f"--bench-dir {bench_dir} is not a folder")
-    found = layout.discover(bench_dir, exclude=config.output_dir)
+        raise UsageError(f"--bench-dir {bench_dir} is not a folder (a copy of ddwang2000/SpeechInstructBench)")
+    found = layout.discover(bench_dir, exclude=Path(config.output_dir))
     if not found.files:
-        raise FileNotFoundError(
+        raise DataError(
             f"no SpeechInstructBench jsonl files under {bench_dir} (expected closed-ended/, open-ended/ and "
             f"adjustment/ from ddwang2000/SpeechInstructBench); skipped: {found.skipped_files[:5]}"
         )
     rows = layout.load_rows(bench_dir, found, config.tasks, config.variants, config.languages)
     if not rows:
-        raise ValueError(
+        raise DataError(
             f"no rows under {bench_dir} match tasks={config.tasks} variants={config.variants} "
             f"languages={config.languages}"
         )
@@ -204,25 +190,31 @@ def run(
     """Generate (this rank's slice), then on rank 0 gather and score.
 
     ``loaded``: the result of :func:`load_benchmark`, when the caller has it already."""
-    rows, found = loaded if loaded is not None else load_benchmark(bench_dir, config)
-    generation = generate(rows, responder, config)
-    if config.dp_rank != 0:
-        return None
-    merged = gather(rows, config)
-    if merged is None:
-        return None
-    return score(merged, judge, config, stats={"load": found.as_dict(), "generation_rank0": generation})
+    return run_task(SpeechInstructBenchTask(config, judge, bench_dir, loaded), responder)
+
+
+def score(rows: list[dict], judge: Judge | None, config: RunConfig, stats: dict | None = None) -> dict:
+    """Judge and score ``rows`` (each with ``eval_meta``), write the outputs, return the results dict."""
+    task = SpeechInstructBenchTask(config, judge)
+    for bad in (stats or {}).get("bad_lines", []):  # "file:line: reason" from load_scored_rows
+        match = _BAD_LINE_RE.match(bad)
+        task.skips.add("input", *(match.groups() if match else (bad, "bad line")))
+    return finish(task, rows, stats)
 
 
 def load_scored_rows(rows_path: Path, config: RunConfig) -> tuple[list[dict], dict]:
     """Rows of another run or tool (each with ``response``), tagged with ``eval_meta`` and filtered by the
     configured tasks, variants and languages."""
+    rows_path = Path(rows_path)
+    if not rows_path.is_file():
+        raise UsageError(f"--score-only {rows_path} does not exist (a jsonl of rows with 'response')")
     read = read_jsonl(rows_path)
     if not read.rows:
-        raise ValueError(f"{rows_path} has no rows")
+        reasons = "; ".join(str(b) for b in read.bad_lines[:3])
+        raise DataError(f"--score-only {rows_path} has no rows{f' ({reasons})' if reasons else ''}")
     rows, seen, filtered = [], set(), 0
-    for i, row in enumerate(read.rows):
-        meta = layout.infer_meta(row, i)
+    for line, row in read.numbered_rows():
+        meta = layout.infer_meta(row, line - 1)
         selected = (
             meta["task"] in config.tasks
             and meta["language"] in config.languages
@@ -234,7 +226,7 @@ def load_scored_rows(rows_path: Path, config: RunConfig) -> tuple[list[dict], di
             filtered += 1
             continue
         if meta["uid"] in seen:
-            meta["uid"] = f"{meta['uid']}#line{i}"
+            meta["uid"] = f"{meta['uid']}#line{line}"
         seen.add(meta["uid"])
         rows.append({**row, META: meta})
     stats = {
@@ -249,3 +241,7 @@ def load_scored_rows(rows_path: Path, config: RunConfig) -> tuple[list[dict], di
 
 def needs_judge(rows: list[dict]) -> bool:
     return any(row[META]["task"] in ("open", "adjustment") for row in rows)
+
+
+__all__ = ["DEFAULT_SYSTEM_PROMPT", "NO_JUDGE", "RunConfig", "SpeechInstructBenchTask", "build_request",
+           "load_benchmark", "load_scored_rows", "needs_judge", "run", "score"]

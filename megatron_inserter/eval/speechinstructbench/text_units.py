@@ -28,6 +28,8 @@ from nltk.tokenize.punkt import (
     PunktSentenceTokenizer,
 )
 
+from megatron_inserter.eval.speechinstructbench.choices import PUNKT_OFFLINE, PUNKT_TAB, SPLITTER_CHOICES
+
 CJK_RE = re.compile(r"[\u4e00-\u9fff]")
 CHINESE_SENTENCE_END_RE = re.compile(r"[！？。]")
 
@@ -53,9 +55,6 @@ OFFLINE_SENT_STARTERS = frozenset(
     """.split()  # noqa: SIM905
 )
 
-PUNKT_TAB = "punkt_tab"
-PUNKT_OFFLINE = "punkt-offline"
-SPLITTER_CHOICES = ("auto", PUNKT_TAB, PUNKT_OFFLINE)
 
 _WORD_RE_TOKENIZER = RegexpTokenizer(r"\w+")
 _TREEBANK = NLTKWordTokenizer()

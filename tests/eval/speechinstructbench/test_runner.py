@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from megatron_inserter.eval.generate import is_answered
+from megatron_inserter.eval.answers import is_answered
 from megatron_inserter.eval.judge import HttpChatJudge, JudgeConfig
 from megatron_inserter.eval.records import RecordLog, read_jsonl
 from megatron_inserter.eval.speechinstructbench import runner

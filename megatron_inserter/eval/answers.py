@@ -4,7 +4,7 @@ A record is ``{"uid": ..., "response": str}`` (plus the caller's extra fields). 
 retried one request at a time; a request that still fails is logged as ``{"uid": ..., "error": str}``,
 counted, and asked again on the next run. Rows that already have a response are never sent again.
 
-:func:`generate_sharded` and :func:`gather_sharded` add data parallelism: each rank answers a contiguous
+:func:`answer_slice` and :func:`gather_answers` add data parallelism: each rank answers a contiguous
 slice into its own file, and rank 0 merges all files by uid.
 """
 
@@ -28,7 +28,7 @@ class PendingItem:
 
 
 @dataclass
-class GenerationStats:
+class AnswerStats:
     requested: int = 0
     already_answered: int = 0
     generated: int = 0
@@ -52,15 +52,15 @@ def is_answered(record: dict | None) -> bool:
     return record is not None and isinstance(record.get("response"), str)
 
 
-def generate_missing(
+def answer_missing(
     items: Sequence[PendingItem],
     responder: Responder,
     log: RecordLog,
     batch_size: int = 8,
     progress: bool = True,
     desc: str = "generate",
-) -> GenerationStats:
-    stats = GenerationStats(requested=len(items))
+) -> AnswerStats:
+    stats = AnswerStats(requested=len(items))
     pending = [it for it in items if not is_answered(log.get(it.uid))]
     stats.already_answered = len(items) - len(pending)
     bar = _progress(len(pending), desc) if progress and pending else None
@@ -79,7 +79,7 @@ def generate_missing(
                     answers.append(err)
         for it, answer in zip(batch, answers):
             if isinstance(answer, Exception):
-                message = f"{type(answer).__name__}: {answer}"
+                message = " ".join(f"{type(answer).__name__}: {answer}".split())
                 log.append({"uid": it.uid, **it.extra, "error": message})
                 stats.failed += 1
                 if len(stats.errors) < MAX_REPORTED_ERRORS:
@@ -113,7 +113,7 @@ def _progress(total: int, desc: str):
     return tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True)
 
 
-def generate_sharded(
+def answer_slice(
     items: Sequence[PendingItem],
     responder: Responder,
     output_dir: Path,
@@ -128,15 +128,15 @@ def generate_sharded(
     mine = split_rows(items, dp_rank, dp_size)
     path = rank_file(output_dir, stem, dp_rank, dp_size)
     with RecordLog(path) as log:
-        stats = generate_missing(mine, responder, log, batch_size, progress, desc=f"{stem} rank {dp_rank}")
+        stats = answer_missing(mine, responder, log, batch_size, progress, desc=f"{stem} rank {dp_rank}")
     out = stats.as_dict()
     if dp_size > 1:
         write_json_atomic(done_marker(path), out)
     return out
 
 
-def gather_sharded(
-    output_dir: Path, stem: str, dp_size: int = 1, timeout_s: float = 0.0
+def gather_answers(
+    output_dir: Path, stem: str, dp_size: int = 1, timeout_s: float = 0.0, prog: str = "inserter eval"
 ) -> dict[str, dict] | None:
     """uid -> record over all ranks' files; None (with a message) while some rank has not finished."""
     paths = [rank_file(output_dir, stem, r, dp_size) for r in range(dp_size)]
@@ -144,9 +144,8 @@ def gather_sharded(
         missing = wait_for_files([done_marker(p) for p in paths], timeout_s)
         if missing:
             print(
-                f"[eval] {len(missing)} of {dp_size} ranks have not finished ({missing[0]} missing); "
-                "run the same "
-                "command on rank 0 again once they finish to gather and score",
+                f"{prog}: {len(missing)} of {dp_size} ranks have not finished ({missing[0]} missing); run the "
+                "same command on rank 0 again once they finish to gather and score",
                 file=sys.stderr,
             )
             return None
@@ -154,6 +153,6 @@ def gather_sharded(
     for path in paths:
         if path.exists():
             for record in read_jsonl(path).rows:
-                if "uid" in record:
+                if isinstance(record.get("uid"), str):
                     records[record["uid"]] = record
     return records

@@ -1,6 +1,6 @@
-"""Generation: batches, retries one by one, counted failures, no regeneration of answered rows."""
+"""Answers: batches, retries one by one, counted failures, no regeneration of answered rows."""
 
-from megatron_inserter.eval.generate import PendingItem, generate_missing
+from megatron_inserter.eval.answers import PendingItem, answer_missing
 from megatron_inserter.eval.records import RecordLog
 from megatron_inserter.eval.responder import EvalRequest
 from tests.eval.fakes import ScriptedResponder
@@ -13,7 +13,7 @@ def items(n):
 def test_a_failing_request_is_isolated_logged_and_retried_next_run(tmp_path):
     responder = ScriptedResponder(fail={"u3"})
     with RecordLog(tmp_path / "log.jsonl") as log:
-        stats = generate_missing(items(5), responder, log, batch_size=2, progress=False)
+        stats = answer_missing(items(5), responder, log, batch_size=2, progress=False)
         assert (stats.generated, stats.failed) == (4, 1) and "u3" in stats.errors[0]
         assert (
             log.get("u3")["error"].startswith("RuntimeError") and log.get("u2")["response"] == "answer to u2"
@@ -22,7 +22,7 @@ def test_a_failing_request_is_isolated_logged_and_retried_next_run(tmp_path):
     assert [len(b) for b in responder.calls] == [2, 2, 1, 1, 1]
     retry = ScriptedResponder()
     with RecordLog(tmp_path / "log.jsonl") as log:
-        stats = generate_missing(items(5), retry, log, batch_size=2, progress=False)
+        stats = answer_missing(items(5), retry, log, batch_size=2, progress=False)
     assert stats.already_answered == 4 and [r.request_id for r in retry.requests] == ["u3"]
 
 
@@ -32,5 +32,5 @@ def test_a_responder_returning_the_wrong_count_is_a_counted_failure(tmp_path):
             return ["only one"] if len(requests) > 1 else [42]
 
     with RecordLog(tmp_path / "log.jsonl") as log:
-        stats = generate_missing(items(2), Short(), log, batch_size=2, progress=False)
+        stats = answer_missing(items(2), Short(), log, batch_size=2, progress=False)
     assert stats.failed == 2 and "TypeError" in stats.errors[0]
