@@ -1,15 +1,25 @@
-"""Training and validation batches: blended indexed datasets -> this rank's micro-batches, step by step.
+"""Training and validation batches: blended indexed datasets -> this rank's micro-batches, one at a time.
+
+    source = BatchSource(dataset, consumed_samples, layout, micro_batch_size, num_workers, with_audio, device)
+    stream = source.stream(num_chunks)               # the schedule's data_iterator for one optimizer step
+    train_step(forward_step, stream.data_iterator, ...)
+    stream.finish()                                  # every micro-batch of the step was taken
 
 Only tensor-parallel rank 0 of the first and of the last pipeline stage read data (the first stage needs
 tokens and audio, the last the targets and masks); they send each micro-batch to their tensor-parallel
-peers. Middle pipeline stages get None. The sampler starts at the run's consumed-samples count, so a
-resumed run reads exactly the micro-batches the uninterrupted run would have read.
+peers. Middle pipeline stages get None. A micro-batch is read, sent and moved to the device when the
+schedule's forward step first asks for it, and dropped once every model chunk has taken it: the batch
+memory of a step does not grow with the number of micro-batches. Reading overlaps compute: loader workers
+prefetch and collate (the modality-gap masks included) in the background, pinned memory and
+non-blocking copies on CUDA. The sampler starts at the run's consumed-samples count, so a resumed run
+reads exactly the micro-batches the uninterrupted run would have read.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from megatron.core import parallel_state as ps
@@ -21,12 +31,16 @@ from megatron_inserter.data.indexed import (
     dataset_config,
     parse_blend,
 )
+from megatron_inserter.training import lifetime
 from megatron_inserter.training.arguments import TrainingArguments
 from megatron_inserter.training.broadcast import broadcast_batch
 from megatron_inserter.training.flag_checks import RunLayout
+from megatron_inserter.training.losses import after_speech_mask, random_text_mask
 
 TEXT_KEYS = ["tokens", "labels", "loss_mask", "position_ids"]
 AUDIO_KEYS = ["audio", "audio_lengths"]
+# What the loss needs besides the targets: the blend component of each sample and the modality-gap masks.
+LOSS_KEYS = ["dataset_id", "after_speech", "random_text"]
 
 
 def stage_needs_data() -> bool:
@@ -35,6 +49,17 @@ def stage_needs_data() -> bool:
 
 def reads_data() -> bool:
     return ps.get_tensor_model_parallel_rank() == 0 and stage_needs_data()
+
+
+def blend_components(data_path: list[str]) -> list[str]:
+    """Names of the blend's datasets in blend order (the ids a BlendedDataset gives its samples): the
+    prefixes' file names, made unique. A single dataset is one component."""
+    prefixes, _ = parse_blend(data_path)
+    names: list[str] = []
+    for prefix in prefixes:
+        name = os.path.basename(os.path.normpath(prefix)) or prefix
+        names.append(name if name not in names else f"{name}#{len(names)}")
+    return names
 
 
 def build_train_valid(args: TrainingArguments, layout: RunLayout, tokenizer, frame_spec):
@@ -51,9 +76,43 @@ def build_train_valid(args: TrainingArguments, layout: RunLayout, tokenizer, fra
     return train, valid
 
 
+@dataclass(frozen=True)
+class GapMasks:
+    """Collation for training: ``collate_batch`` plus the blend component of each sample and the
+    modality-gap masks over the whole sequence (``losses``), computed on the CPU in the loader workers."""
+
+    audio_eos_id: int
+    eod_id: int
+    window: int
+
+    def __call__(self, samples: list[dict]) -> dict[str, torch.Tensor]:
+        batch = collate_batch(samples)
+        if "dataset_id" not in batch:  # a single dataset, not a blend
+            batch["dataset_id"] = torch.zeros(len(samples), dtype=torch.int64)
+        tokens, loss_mask = batch["tokens"], batch["loss_mask"]
+        after_speech = after_speech_mask(tokens, loss_mask, self.audio_eos_id, self.eod_id, self.window)
+        batch["after_speech"] = after_speech
+        batch["random_text"] = random_text_mask(tokens, loss_mask, after_speech, self.audio_eos_id, self.eod_id,
+                                                self.window, [int(s["sample_index"]) for s in samples])
+        return batch
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """The dataset's samples with their index (the seed of the sample's control-window draw)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, idx: int) -> dict:
+        return {**self.dataset[idx], "sample_index": idx}
+
+
 @dataclass
 class BatchSource:
-    """This rank's micro-batches, ``num_microbatches`` per optimizer step."""
+    """This rank's micro-batches, read lazily by the pipeline schedule through ``stream``."""
 
     dataset: object | None
     consumed_samples: int
@@ -62,21 +121,30 @@ class BatchSource:
     num_workers: int
     with_audio: bool
     device: torch.device
+    collate: GapMasks | None = None  # None: plain collate_batch (no loss masks)
 
     def __post_init__(self):
         self._iterator = None
+        self._clip_lengths: list[int] = []
         if self.dataset is not None and reads_data():
             sampler = PretrainingBatchSampler(len(self.dataset), self.consumed_samples, self.micro_batch_size,
                                               ps.get_data_parallel_rank(), ps.get_data_parallel_world_size())
+            workers = self.num_workers
             loader = torch.utils.data.DataLoader(
-                self.dataset, batch_sampler=sampler, num_workers=self.num_workers, collate_fn=collate_batch,
-                pin_memory=self.device.type == "cuda", persistent_workers=False)
+                _Indexed(self.dataset), batch_sampler=sampler, num_workers=workers,
+                collate_fn=self.collate or collate_batch, pin_memory=self.device.type == "cuda",
+                persistent_workers=False, prefetch_factor=2 if workers else None,
+                worker_init_fn=partial(_worker_init, os.getpid()) if workers else None)
             self._iterator = iter(loader)
 
     @property
     def keys(self) -> list[str]:
-        first = ps.is_pipeline_first_stage(ignore_virtual=True)
-        return TEXT_KEYS + (AUDIO_KEYS if self.with_audio and first else [])
+        keys = list(TEXT_KEYS)
+        if self.with_audio and ps.is_pipeline_first_stage(ignore_virtual=True):
+            keys += AUDIO_KEYS
+        if self.collate is not None and ps.is_pipeline_last_stage(ignore_virtual=True):
+            keys += LOSS_KEYS
+        return keys
 
     def _next_local(self) -> dict | None:
         if self._iterator is None:
@@ -89,24 +157,91 @@ class BatchSource:
             raise RuntimeError(f"the dataset ran out after {self.consumed_samples} samples; it was built for "
                                f"fewer samples than the run needs") from None
 
-    def next_step(self) -> list[dict | None]:
-        """The micro-batches of the next optimizer step on this rank (None entries on middle stages)."""
-        out = []
-        tp_group = ps.get_tensor_model_parallel_group()
-        for _ in range(self.layout.num_microbatches):
-            batch = self._next_local() if reads_data() else None
-            if stage_needs_data():
-                if ps.get_tensor_model_parallel_world_size() > 1:
-                    batch = broadcast_batch(batch, self.keys, ps.get_tensor_model_parallel_src_rank(), tp_group,
-                                            self.device)
-                else:
-                    batch = {k: batch[k].to(self.device, non_blocking=True) for k in self.keys}
-            out.append(batch)
-            self.consumed_samples += self.micro_batch_size * self.layout.data_parallel_size
+    def load(self) -> dict | None:
+        """The next micro-batch on this rank's device (None on a stage that takes no data). Collective over
+        the tensor-parallel group on the first and last pipeline stages."""
+        if not stage_needs_data():
+            return None
+        batch = self._next_local() if reads_data() else None
+        if batch is not None and "audio_lengths" in batch and ps.is_pipeline_first_stage(ignore_virtual=True):
+            self._clip_lengths.extend(batch["audio_lengths"].tolist())
+        if ps.get_tensor_model_parallel_world_size() > 1:
+            return broadcast_batch(batch, self.keys, ps.get_tensor_model_parallel_src_rank(),
+                                   ps.get_tensor_model_parallel_group(), self.device)
+        return {k: batch[k].to(self.device, non_blocking=True) for k in self.keys}
+
+    def stream(self, num_chunks: int, num_microbatches: int | None = None) -> MicroBatchStream:
+        """The data iterator of one schedule call over ``num_microbatches`` (default: one optimizer step)."""
+        n = self.layout.num_microbatches if num_microbatches is None else num_microbatches
+        return MicroBatchStream(self, n, num_chunks)
+
+    def take_clip_lengths(self) -> list[int]:
+        """Sample counts of the clips read since the last call (for the encoder's FLOPs)."""
+        out, self._clip_lengths = self._clip_lengths, []
         return out
 
 
-def step_iterators(microbatches: list, num_chunks: int):
-    """The schedule's data_iterator: one iterator per model chunk over the same micro-batches."""
-    its = [iter(microbatches) for _ in range(num_chunks)]
-    return its if num_chunks > 1 else its[0]
+class MicroBatchStream:
+    """The schedule's ``data_iterator`` for one call: one iterator per model chunk (virtual pipeline stage).
+
+    Each chunk takes the micro-batches in order; micro-batch k is loaded when the first chunk asks for it
+    and released when the last one has taken it, so at most the chunks' lag (set by the pipeline schedule,
+    not by the number of micro-batches) is held at once. ``held`` and ``peak_held`` count them.
+    """
+
+    def __init__(self, source: BatchSource, num_microbatches: int, num_chunks: int):
+        self.source = source
+        self.num_microbatches = num_microbatches
+        self.num_chunks = num_chunks
+        self.loaded = 0
+        self.peak_held = 0
+        self._held: dict[int, list] = {}  # k -> [batch, chunks still to take it]
+        self._position = [0] * num_chunks
+        self._iterators = [_ChunkIterator(self, i) for i in range(num_chunks)]
+
+    @property
+    def data_iterator(self):
+        return self._iterators if self.num_chunks > 1 else self._iterators[0]
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def take(self, chunk: int):
+        k = self._position[chunk]
+        if k >= self.num_microbatches:
+            raise StopIteration
+        self._position[chunk] = k + 1
+        entry = self._held.get(k)
+        if entry is None:  # chunks advance one micro-batch at a time, so k is the next one to load
+            entry = self._held[k] = [self.source.load(), self.num_chunks]
+            self.loaded += 1
+            self.peak_held = max(self.peak_held, len(self._held))
+        entry[1] -= 1
+        batch = entry[0]
+        if entry[1] == 0:
+            del self._held[k]
+        return batch
+
+    def finish(self) -> None:
+        """After the schedule: every micro-batch was read (the sampler's position is the step's end)."""
+        if self.loaded != self.num_microbatches or self._held:
+            raise RuntimeError(f"the schedule took {self.loaded} of {self.num_microbatches} micro-batches")
+        self.source.consumed_samples += (self.num_microbatches * self.source.micro_batch_size
+                                         * self.source.layout.data_parallel_size)
+
+
+class _ChunkIterator:
+    def __init__(self, stream: MicroBatchStream, chunk: int):
+        self._stream = stream
+        self._chunk = chunk
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self._stream.take(self._chunk)
+
+
+def _worker_init(parent_pid: int, worker_id: int) -> None:
+    lifetime.die_with_parent(parent_pid)

@@ -71,27 +71,44 @@ def configure_model_config(chunks: Sequence, ddp: bool) -> None:
 
 @dataclass
 class StepResult:
-    losses: dict[str, float]  # averaged over microbatches (and data-parallel ranks)
+    losses: dict[str, float]  # per-token means over the global batch
     grad_norm: float | None
     skipped: bool
 
 
-def _average_losses(losses_reduced: list[dict]) -> dict[str, float]:
-    """Average the per-microbatch loss dicts on the last stage and share them with every rank.
+def sum_microbatch_losses(losses_reduced: list[dict]) -> dict[str, torch.Tensor]:
+    """This rank's ``{name: tensor([sum, count])}`` (float64) summed over the schedule's micro-batches.
 
-    Each entry is ``{name: tensor([sum, count])}``: sums of per-token values and the token counts, so
-    the result is the exact per-token mean over the whole global batch.
+    Each entry of ``losses_reduced`` is one micro-batch's report of per-token loss sums and token counts
+    (see ``losses.LossFunction``); only the last pipeline stage has any.
     """
     names = sorted(losses_reduced[0]) if losses_reduced else []
+    return {name: torch.stack([d[name].detach() for d in losses_reduced]).sum(0).double() for name in names}
+
+
+def add_loss_sums(into: dict[str, torch.Tensor], sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Accumulate ``[sum, count]`` pairs (validation adds one schedule call after another)."""
+    for name, value in sums.items():
+        into[name] = into[name] + value if name in into else value
+    return into
+
+
+def reduce_loss_sums(sums: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Collective: the per-token means over every data-parallel and context-parallel rank, on every rank.
+
+    Context-parallel ranks each hold the losses of their part of the sequence, data-parallel ranks those
+    of their samples: the sums and counts are added over both (megatron-core's data-parallel group with
+    the context-parallel ranks), then the last pipeline stage shares the result with the other stages.
+    """
     agg = {}
-    if parallel_state.is_pipeline_last_stage(ignore_virtual=True):
-        for name in names:
-            total = torch.stack([d[name] for d in losses_reduced]).sum(0).double()
-            torch.distributed.all_reduce(total, group=parallel_state.get_data_parallel_group())
-            agg[name] = total
+    if parallel_state.is_pipeline_last_stage(ignore_virtual=True) and sums:
+        names = sorted(sums)
+        flat = torch.stack([sums[n] for n in names])
+        torch.distributed.all_reduce(flat, group=parallel_state.get_data_parallel_group(with_context_parallel=True))
+        agg = dict(zip(names, flat))
     # Broadcast from the last pipeline stage so every rank logs the same numbers.
-    pp_group = parallel_state.get_pipeline_model_parallel_group()
     if parallel_state.get_pipeline_model_parallel_world_size() > 1:
+        pp_group = parallel_state.get_pipeline_model_parallel_group()
         obj = [{k: v.tolist() for k, v in agg.items()}]
         last = torch.distributed.get_process_group_ranks(pp_group)[-1]
         torch.distributed.broadcast_object_list(obj, src=last, group=pp_group)
@@ -107,7 +124,8 @@ def run_microbatches(
     seq_length: int,
     micro_batch_size: int,
     forward_only: bool,
-) -> dict[str, float]:
+) -> dict[str, torch.Tensor]:
+    """One call of megatron-core's schedule; returns this rank's loss sums (``sum_microbatch_losses``)."""
     fwd_bwd = get_forward_backward_func()
     losses = fwd_bwd(
         forward_step_func=forward_step,
@@ -118,7 +136,7 @@ def run_microbatches(
         micro_batch_size=micro_batch_size,
         forward_only=forward_only,
     )
-    return _average_losses(losses)
+    return sum_microbatch_losses(losses)
 
 
 def train_step(
@@ -136,16 +154,17 @@ def train_step(
         if hasattr(chunk, "zero_grad_buffer"):
             chunk.zero_grad_buffer()
     optimizer.zero_grad()
-    losses = run_microbatches(forward_step, data_iterator, chunks, num_microbatches, seq_length,
-                              micro_batch_size, forward_only=False)
+    sums = run_microbatches(forward_step, data_iterator, chunks, num_microbatches, seq_length,
+                            micro_batch_size, forward_only=False)
     ok, grad_norm, _ = optimizer.step()
     if ok and scheduler is not None:
         scheduler.step(increment=increment)
-    return StepResult(losses=losses, grad_norm=grad_norm, skipped=not ok)
+    return StepResult(losses=reduce_loss_sums(sums), grad_norm=grad_norm, skipped=not ok)
 
 
 @torch.no_grad()
-def eval_step(forward_step, data_iterator, chunks, num_microbatches, seq_length, micro_batch_size) -> dict:
+def eval_sums(forward_step, data_iterator, chunks, num_microbatches, seq_length, micro_batch_size) -> dict:
+    """Forward only over ``num_microbatches``; this rank's loss sums (add them up, then ``reduce_loss_sums``)."""
     for chunk in chunks:
         chunk.eval()
     try:
@@ -154,3 +173,9 @@ def eval_step(forward_step, data_iterator, chunks, num_microbatches, seq_length,
     finally:
         for chunk in chunks:
             chunk.train()
+
+
+def eval_step(forward_step, data_iterator, chunks, num_microbatches, seq_length, micro_batch_size) -> dict:
+    """Collective: per-token mean losses of a forward-only pass over ``num_microbatches``."""
+    return reduce_loss_sums(eval_sums(forward_step, data_iterator, chunks, num_microbatches, seq_length,
+                                      micro_batch_size))

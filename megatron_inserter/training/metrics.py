@@ -1,8 +1,12 @@
 """Where training numbers go: a log line every ``--log-interval``, TensorBoard scalars and one jsonl record
 per iteration (and per validation), and a loss-curve PNG at the end. Only global rank 0 writes.
 
-On a resumed run the jsonl keeps the records up to the resumed iteration (rewritten through a temporary
-file), so the file and the plot show one clean history.
+On a resumed run the jsonl keeps the records up to the resumed iteration (rewritten atomically), so the
+file and the plot show one clean history.
+
+The numbers are global: the trainer reduces every loss over the data-parallel and context-parallel ranks
+before it gets here (``engine.reduce_loss_sums``). The log line shows the modality gap per blend component
+as ``gap [name] S/R``: loss after speech over loss after random text (the matched control).
 """
 
 from __future__ import annotations
@@ -14,7 +18,14 @@ import sys
 
 import torch.distributed as dist
 
-from megatron_inserter.training.losses import AFTER_SPEECH, AFTER_TEXT, LM_LOSS
+from megatron_inserter.files import atomic_write
+from megatron_inserter.training.losses import (
+    AFTER_RANDOM_TEXT,
+    AFTER_SPEECH,
+    AFTER_TEXT,
+    LM_LOSS,
+    component_loss_name,
+)
 
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "loss_curve.png"
@@ -54,10 +65,8 @@ class MetricsLogger:
             os.makedirs(log_dir, exist_ok=True)
             path = os.path.join(log_dir, METRICS_FILE)
             kept = [r for r in read_metrics(path) if r.get("iteration", 0) <= start_iteration]
-            tmp = path + ".tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
+            with atomic_write(path, "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in kept)
-            os.replace(tmp, path)
             self._jsonl = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open for the run, closed in close()
         if tensorboard_dir:
             from torch.utils.tensorboard import SummaryWriter
@@ -96,9 +105,14 @@ class MetricsLogger:
 def format_train_line(iteration: int, train_iters: int, v: dict) -> str:
     parts = [f"iteration {iteration:>7d}/{train_iters}", f"consumed samples {v['consumed_samples']}",
              f"lr {v['lr']:.3e}"]
-    for name in (LM_LOSS, AFTER_SPEECH, AFTER_TEXT):
+    for name in (LM_LOSS, AFTER_SPEECH, AFTER_TEXT, AFTER_RANDOM_TEXT):
         if v.get(name) is not None:
             parts.append(f"{name} {v[name]:.4f}")
+    for component in components_of(v):
+        speech = v.get(component_loss_name(AFTER_SPEECH, component))
+        control = v.get(component_loss_name(AFTER_RANDOM_TEXT, component))
+        if speech is not None and control is not None and math.isfinite(speech) and math.isfinite(control):
+            parts.append(f"gap [{component}] {speech:.3f}/{control:.3f}")
     if v.get("grad_norm") is not None:
         parts.append(f"grad norm {v['grad_norm']:.3f}")
     parts.append(f"{v['ms_per_iter']:.1f} ms/iter")
@@ -111,6 +125,12 @@ def format_train_line(iteration: int, train_iters: int, v: dict) -> str:
     if v.get("skipped"):
         parts.append(f"skipped {v['skipped']}")
     return " | ".join(parts)
+
+
+def components_of(values: dict) -> list[str]:
+    """The blend components that have per-component losses in a record, in order."""
+    prefix = AFTER_SPEECH + " ["
+    return [k[len(prefix):-1] for k in values if k.startswith(prefix) and k.endswith("]")]
 
 
 def _smooth(values, weight: float = 0.9) -> list[float]:
@@ -136,7 +156,7 @@ def plot_loss_curve(metrics_path: str, png_path: str) -> str | None:
     raw = [(r["iteration"], r[LM_LOSS]) for r in train if r.get(LM_LOSS) is not None]
     if raw:
         ax.plot(*zip(*raw), "-", color="0.75", linewidth=0.8, label=f"train {LM_LOSS} (per step)")
-    for name, style in ((LM_LOSS, "-"), (AFTER_SPEECH, "--"), (AFTER_TEXT, ":")):
+    for name, style in ((LM_LOSS, "-"), (AFTER_SPEECH, "--"), (AFTER_TEXT, ":"), (AFTER_RANDOM_TEXT, "-.")):
         pts = [(r["iteration"], r[name]) for r in train if r.get(name) is not None]
         if pts:
             its, vals = zip(*pts)
@@ -149,8 +169,7 @@ def plot_loss_curve(metrics_path: str, png_path: str) -> str | None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = png_path + ".tmp.png"
-    fig.savefig(tmp)
+    with atomic_write(png_path, "wb") as f:
+        fig.savefig(f, format="png")
     plt.close(fig)
-    os.replace(tmp, png_path)
     return png_path

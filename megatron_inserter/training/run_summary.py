@@ -8,8 +8,16 @@ from __future__ import annotations
 
 import math
 
-from megatron_inserter.training.losses import AFTER_SPEECH, AFTER_TEXT, LM_LOSS
-from megatron_inserter.training.metrics import read_metrics
+from megatron_inserter.training.losses import (
+    AFTER_RANDOM_TEXT,
+    AFTER_SPEECH,
+    AFTER_TEXT,
+    LM_LOSS,
+    component_loss_name,
+)
+from megatron_inserter.training.metrics import components_of, read_metrics
+
+LOSSES = (LM_LOSS, AFTER_SPEECH, AFTER_TEXT, AFTER_RANDOM_TEXT)
 
 
 def _mean(values: list) -> float | None:
@@ -17,10 +25,22 @@ def _mean(values: list) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
+def _gap(speech: float | None, control: float | None) -> float | None:
+    return speech - control if speech is not None and control is not None else None
+
+
 def _window(records: list[dict], k: int) -> dict:
-    out = {name: _mean([r.get(name) for r in records[:k]]) for name in (LM_LOSS, AFTER_SPEECH, AFTER_TEXT)}
+    out = {name: _mean([r.get(name) for r in records[:k]]) for name in LOSSES}
     if out[AFTER_SPEECH] is not None and out[AFTER_TEXT] is not None:
         out["gap (after speech - after text)"] = out[AFTER_SPEECH] - out[AFTER_TEXT]
+    if out[AFTER_RANDOM_TEXT] is not None:
+        out["gap (after speech - after random text)"] = _gap(out[AFTER_SPEECH], out[AFTER_RANDOM_TEXT])
+    components = components_of(records[0]) if records else []
+    if components:
+        out["gap per component (after speech - after random text)"] = {
+            c: _gap(_mean([r.get(component_loss_name(AFTER_SPEECH, c)) for r in records[:k]]),
+                    _mean([r.get(component_loss_name(AFTER_RANDOM_TEXT, c)) for r in records[:k]]))
+            for c in components}
     return out
 
 
@@ -39,7 +59,7 @@ def summarize(metrics_path: str, window: int = 10) -> dict:
         "window": k,
         "start": {"iterations": [train[0]["iteration"], train[k - 1]["iteration"]], **_window(train, k)},
         "end": {"iterations": [train[-k]["iteration"], train[-1]["iteration"]], **_window(train[-k:], k)},
-        "last_validation": {key: valid[-1].get(key) for key in ("iteration", LM_LOSS, AFTER_SPEECH, AFTER_TEXT)}
+        "last_validation": {key: valid[-1].get(key) for key in ("iteration", *LOSSES)}
         if valid else None,
         "tokens_per_s": _mean([r["tokens_per_s"] for r in steady]),
         "ms_per_iter": _mean([r.get("ms_per_iter") for r in steady]),

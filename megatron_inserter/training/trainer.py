@@ -4,12 +4,14 @@
 
 Each step reads this rank's micro-batches, runs megatron-core's forward-backward schedule through
 ``engine.train_step`` (mcore DDP, the Megatron optimizer with gradient clipping, the LR schedule) and
-records the loss, its after-speech / after-text split, grad norm, LR, throughput and memory.
+records the loss, its modality-gap split (after speech, after text, the random-text control, per blend
+component), grad norm, LR, throughput and memory. Micro-batches stream: the schedule's forward step reads
+each one when it needs it (``data.BatchSource.stream``), and validation adds up ``[sum, count]`` pairs one
+schedule call at a time.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -18,28 +20,28 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.distributed as dist
-from megatron.core import parallel_state as ps
 from megatron.core.optimizer_param_scheduler import get_canonical_lr_for_logging
 
+from megatron_inserter.files import write_json_atomic
+from megatron_inserter.models import config_file
 from megatron_inserter.models.context_parallel import slice_for_cp
 from megatron_inserter.runtime import device
 from megatron_inserter.training import checkpointing as ckpt
+from megatron_inserter.training import lifetime
 from megatron_inserter.training.arguments import TrainingArguments
-from megatron_inserter.training.data import BatchSource, build_train_valid, step_iterators
-from megatron_inserter.training.engine import eval_step, train_step
-from megatron_inserter.training.flops import peak_tflops_per_device
-from megatron_inserter.training.losses import (
-    AFTER_SPEECH,
-    AFTER_TEXT,
-    LM_LOSS,
-    LossFunction,
-    after_speech_mask,
-)
+from megatron_inserter.training.data import BatchSource, GapMasks, blend_components, build_train_valid
+from megatron_inserter.training.engine import add_loss_sums, eval_sums, reduce_loss_sums, train_step
+from megatron_inserter.training.flops import counts_encoder_flops, peak_tflops_per_device
+from megatron_inserter.training.losses import LM_LOSS, LossFunction
 from megatron_inserter.training.metrics import MetricsLogger, format_train_line
+from megatron_inserter.training.models import InserterFamily
 from megatron_inserter.training.setup import Run, build_run
 
 logger = logging.getLogger(__name__)
-LOSS_NAMES = (LM_LOSS, AFTER_SPEECH, AFTER_TEXT)
+
+
+def is_loss_name(name: str) -> bool:
+    return name == LM_LOSS or name.startswith("loss ")
 
 
 @dataclass
@@ -78,34 +80,33 @@ class Trainer:
         self.state = ckpt.TrainState(layout=run.parallel_layout(),
                                      distributed_optimizer=self.args.use_distributed_optimizer)
         tok = run.tokenizer
-        self._special = (tok.audio_eos_id, tok.eod_id)
+        self.collate = GapMasks(tok.audio_eos_id, tok.eod_id, self.args.after_speech_window)
+        components = blend_components(self.args.data_path)
+        self.components = components if len(components) > 1 else []
         self._peak = peak_tflops_per_device(self.args.peak_tflops)
-        self._reads_audio = ps.is_pipeline_first_stage(ignore_virtual=True) and \
-            ps.get_tensor_model_parallel_rank() == 0
+        self._counts_encoder = counts_encoder_flops()
         self._clip_lengths: list[int] = []
 
     # --- one micro-batch --------------------------------------------------------------------------
     def forward_step(self, data_iterator, model):
         batch = next(data_iterator)
         output = self.run.family.forward(model, batch)
-        if batch is None:
+        if batch is None or "after_speech" not in batch:  # not the last pipeline stage: no loss here
             return output, _no_loss
-        # Masks over the whole sequence, then this context-parallel rank's part (the loss is sliced alike).
-        mask = after_speech_mask(batch["tokens"], batch["loss_mask"], *self._special, self.args.after_speech_window)
-        return output, LossFunction(slice_for_cp(batch["loss_mask"], 1), slice_for_cp(mask, 1))
+        # The masks cover the whole sequence; this context-parallel rank's part (the loss is sliced alike).
+        return output, LossFunction(slice_for_cp(batch["loss_mask"], 1), slice_for_cp(batch["after_speech"], 1),
+                                    slice_for_cp(batch["random_text"], 1), batch["dataset_id"], self.components)
 
-    def _collect_clip_lengths(self, microbatches) -> None:
-        if self._reads_audio:
-            for b in microbatches:
-                if b is not None and "audio_lengths" in b:
-                    self._clip_lengths.extend(int(n) for n in b["audio_lengths"].tolist())
+    def batch_source(self, dataset, consumed_samples: int, dev) -> BatchSource:
+        a, run = self.args, self.run
+        return BatchSource(dataset, consumed_samples, run.layout, a.micro_batch_size, a.num_workers,
+                           run.family.with_audio, dev, self.collate)
 
     # --- the loop ------------------------------------------------------------------------------------
     def train(self, train_ds, valid_ds) -> TrainResult:
-        a, run = self.args, self.run
+        a = self.args
         dev = device()
-        source = BatchSource(train_ds, self.state.consumed_train_samples, run.layout, a.micro_batch_size,
-                             a.num_workers, run.family.with_audio, dev)
+        source = self.batch_source(train_ds, self.state.consumed_train_samples, dev)
         metrics = MetricsLogger(log_dir_of(a), a.tensorboard_dir, self.state.iteration)
         result = TrainResult(self.state.iteration, self.state.consumed_train_samples)
         t_start = time.perf_counter()
@@ -119,12 +120,13 @@ class Trainer:
             record = self._step(source)
             window["seconds"] += time.perf_counter() - t0
             window["iters"] += 1
-            for name in LOSS_NAMES:
-                window.setdefault(name, []).append(record.get(name))
+            losses = window.setdefault("losses", {})
+            for name in filter(is_loss_name, record):
+                losses.setdefault(name, []).append(record[name])
             it = self.state.iteration
             if it % a.log_interval == 0 or it == a.train_iters:
-                averages = {n: _mean(window.pop(n, [])) for n in LOSS_NAMES}  # the line shows interval means
-                record.update(self._throughput(window))
+                averages = {n: _mean(v) for n, v in window.pop("losses").items()}  # the line shows interval means
+                record.update(self._throughput(window, source))
                 metrics.line(format_train_line(it, a.train_iters, {**record, **averages}))
             result.history.append({"iteration": it, **record})
             metrics.record("train", it, record)
@@ -146,22 +148,25 @@ class Trainer:
 
     def _step(self, source: BatchSource) -> dict:
         a, run = self.args, self.run
-        microbatches = source.next_step()
-        self._collect_clip_lengths(microbatches)
-        step = train_step(self.forward_step, step_iterators(microbatches, len(run.chunks)), run.chunks,
-                          run.optimizer, run.scheduler, run.layout.num_microbatches, a.seq_length,
-                          a.micro_batch_size, increment=run.layout.global_batch_size)
+        stream = source.stream(len(run.chunks))
+        step = train_step(self.forward_step, stream.data_iterator, run.chunks, run.optimizer, run.scheduler,
+                          stream.num_microbatches, a.seq_length, a.micro_batch_size,
+                          increment=run.layout.global_batch_size)
+        stream.finish()
         self.state.iteration += 1
         self.state.consumed_train_samples = source.consumed_samples
         return {"consumed_samples": self.state.consumed_train_samples, "lr": _lr(run.optimizer),
                 "grad_norm": None if step.grad_norm is None else float(step.grad_norm),
                 "skipped": int(step.skipped), **step.losses}
 
-    def _throughput(self, window: dict) -> dict:
+    def _throughput(self, window: dict, source: BatchSource) -> dict:
         a, run = self.args, self.run
         elapsed, iters = max(window["seconds"], 1e-9), window["iters"]
         family, gbs = run.family, run.layout.global_batch_size
-        # Encoder FLOPs depend on the clips, which only the ranks reading speech know: summed over ranks.
+        # Encoder FLOPs depend on the clips, which only the ranks reading speech know: summed over ranks,
+        # each clip counted by one rank (counts_encoder_flops), not by every context-parallel rank.
+        clips = source.take_clip_lengths()
+        self._clip_lengths = clips if self._counts_encoder else []
         speech = family.step_flops(a.seq_length, 0, self._clip_lengths) if self._clip_lengths else 0.0
         speech = torch.tensor([speech], dtype=torch.float64, device=device())
         dist.all_reduce(speech)
@@ -175,10 +180,14 @@ class Trainer:
 
     def _validate(self, valid_ds, metrics: MetricsLogger, result: TrainResult, dev) -> None:
         a, run = self.args, self.run
-        source = BatchSource(valid_ds, 0, run.layout, a.micro_batch_size, 0, run.family.with_audio, dev)
-        microbatches = [mb for _ in range(a.eval_iters) for mb in source.next_step()]
-        losses = eval_step(self.forward_step, step_iterators(microbatches, len(run.chunks)), run.chunks,
-                           len(microbatches), a.seq_length, a.micro_batch_size)
+        source = self.batch_source(valid_ds, 0, dev)
+        sums: dict = {}
+        for _ in range(a.eval_iters):  # one global batch per schedule call, micro-batch by micro-batch
+            stream = source.stream(len(run.chunks))
+            add_loss_sums(sums, eval_sums(self.forward_step, stream.data_iterator, run.chunks,
+                                          stream.num_microbatches, a.seq_length, a.micro_batch_size))
+            stream.finish()
+        losses = reduce_loss_sums(sums)
         metrics.record("valid", self.state.iteration, losses)
         metrics.line(f"validation at iteration {self.state.iteration}: " +
                     " | ".join(f"{k} {v:.4f}" for k, v in losses.items()))
@@ -186,9 +195,17 @@ class Trainer:
 
     def _save(self) -> int:
         run = self.run
+        lifetime.checkpoint_writers_die_with_parent()
         ckpt.save_checkpoint(self.args.save, self.state, run.chunks, run.optimizer, run.scheduler,
-                             self.args.to_dict())
+                             self.args.to_dict(), model_config=model_config_of(run))
         return self.state.iteration
+
+
+def model_config_of(run: Run) -> dict:
+    """The run's model as ``model_config.json``: its shapes and the vocabulary it was built with."""
+    family = run.family
+    config = family.config if isinstance(family, InserterFamily) else family.llm
+    return config_file.to_dict(config, family.llm.padded_vocab_size(run.args.tensor_model_parallel_size))
 
 
 def _apply_schedule_flags(run: Run, args: TrainingArguments) -> None:
@@ -232,7 +249,38 @@ def _warn_if_data_order_changes(args: TrainingArguments, run: Run) -> None:
                        ", ".join(f"{f}={saved[f]!r}" for f in changed))
 
 
+def _describe_dir(path: str) -> str:
+    if not os.path.exists(path):
+        return "it does not exist"
+    if not os.path.isdir(path):
+        return "it is a file, not a directory"
+    names = sorted(os.listdir(path))
+    if not names:
+        return "it is empty"
+    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    return f"it holds {shown}, but no {ckpt.TRACKER}"
+
+
+def check_load_dir(args: TrainingArguments) -> None:
+    """``--finetune``, or a ``--load`` that is not ``--save``, must find a checkpoint: starting from random
+    weights is only right for a run that resumes itself (``--load`` = ``--save``) on its first start."""
+    if not args.load or ckpt.resolve_load_dir(args.load) is not None:
+        return
+    resumes_itself = bool(args.save) and os.path.abspath(args.load) == os.path.abspath(args.save)
+    if args.finetune:
+        why = "--finetune starts from the weights it holds"
+    elif not resumes_itself:
+        why = "it is not the --save directory, so the run must start from it"
+    else:
+        return
+    raise ckpt.CheckpointError(
+        f"--load {args.load} holds no checkpoint ({_describe_dir(args.load)}); {why}: point --load at a "
+        f"directory written by --save (with {ckpt.TRACKER}) or at one of its iter_XXXXXXX directories")
+
+
 def train(args: TrainingArguments) -> TrainResult:
+    check_load_dir(args)
+    lifetime.install()  # loader workers and checkpoint writers die with this process
     run = build_run(args)
     trainer = Trainer(run)
     if args.load and not args.finetune:
@@ -250,9 +298,5 @@ def train(args: TrainingArguments) -> TrainResult:
     if log_dir and dist.get_rank() == 0:
         summary = {k: v for k, v in asdict(result).items() if k != "history"}
         summary["final"] = result.history[-1] if result.history else None
-        tmp = os.path.join(log_dir, "summary.json.tmp")
-        os.makedirs(log_dir, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2)
-        os.replace(tmp, os.path.join(log_dir, "summary.json"))
+        write_json_atomic(os.path.join(log_dir, "summary.json"), summary)
     return result
