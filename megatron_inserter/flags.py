@@ -27,7 +27,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import pickle
 import sys
+import tarfile
 import typing
 import zlib
 from collections.abc import Callable, Sequence
@@ -95,18 +97,25 @@ class FlagParser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def is_required(cls, name: str, f) -> bool:
+    """Whether flag ``name`` must be given: its ``arg(required=...)``, unless ``cls`` names it in a class
+    attribute ``optional_flags`` (a command that extends another command's flags without all of its needs)."""
+    return bool(f.metadata["required"]) and name not in getattr(cls, "optional_flags", ())
+
+
 def add_flags(parser: argparse.ArgumentParser, cls) -> None:
     """Add the flags of dataclass ``cls`` to ``parser`` (grouped by ``arg(group=...)``)."""
     groups: dict[str, Any] = {}
     for name, (f, kind) in _spec(cls).items():
         meta = f.metadata
+        required = is_required(cls, name, f)
         target = parser
         if meta["group"]:
             target = groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
         default = default_of(f)
-        if meta["required"]:
+        if required:
             suffix = " (required)"
-        elif default is None or default == []:
+        elif default is None or default == [] or default == "":
             suffix = ""
         else:
             shown = " ".join(map(str, default)) if isinstance(default, list) else default
@@ -128,9 +137,9 @@ def add_flags(parser: argparse.ArgumentParser, cls) -> None:
         if meta["positional"]:
             kwargs.pop("metavar", None) if kind is not list else None
             if kind is list:
-                kwargs["nargs"] = "+" if meta["required"] else "*"
+                kwargs["nargs"] = "+" if required else "*"
                 kwargs.pop("action", None)
-            elif not meta["required"]:
+            elif not required:
                 kwargs["nargs"] = "?"
             target.add_argument(name, **kwargs)
         else:
@@ -209,7 +218,7 @@ def parse_flags(cls: type[T], argv: Sequence[str], prog: str, description: str |
         values.update(load_config_file(given["config"], cls))
     values.update(given)
     missing = [flag_name(n) if not f.metadata["positional"] else n.upper()
-               for n, (f, _) in spec.items() if f.metadata["required"] and values[n] in (None, [])]
+               for n, (f, _) in spec.items() if is_required(cls, n, f) and values[n] in (None, [])]
     if missing:
         where = " (on the command line or in --config)" if "config" in spec else ""
         raise UsageError(f"missing required arguments: {', '.join(missing)}{where}")
@@ -221,16 +230,25 @@ def debug_requested(argv: Sequence[str]) -> bool:
 
 
 # Errors that are the input's fault, not a bug: one line, no traceback.
-_INPUT_ERRORS: tuple[type[BaseException], ...] = (InserterError, OSError, EOFError, zlib.error, UnicodeError)
+_INPUT_ERRORS: tuple[type[BaseException], ...] = (InserterError, OSError, EOFError, zlib.error, UnicodeError,
+                                                  tarfile.TarError, pickle.UnpicklingError)
 
 
-def report_error(prog: str, error: BaseException) -> int:
-    """Print ``prog: error: ...`` for ``error`` and return the exit status."""
+def error_line(prog: str, error: BaseException) -> str:
+    """``prog: error: ...`` on one line; errors that are not the project's own say how to see the traceback."""
     if isinstance(error, OSError) and error.filename and str(error.filename) not in str(error):
         text = f"{error.strerror or error}: {error.filename}"
     else:
         text = str(error) or type(error).__name__
-    print(f"{prog}: error: {' '.join(text.split())}", file=sys.stderr)
+    line = f"{prog}: error: {' '.join(text.split())}"
+    if not isinstance(error, InserterError):
+        line += f" ({type(error).__name__}; --debug shows the traceback)"
+    return line
+
+
+def report_error(prog: str, error: BaseException) -> int:
+    """Print the one error line for ``error`` on stderr and return the exit status."""
+    print(error_line(prog, error), file=sys.stderr, flush=True)
     return getattr(error, "exit_code", 1)
 
 
@@ -251,10 +269,7 @@ def run_command(prog: str, cls: type[T], run: Callable[[T], int | None], argv: S
     except _INPUT_ERRORS + (ValueError,) as e:
         if debug:
             raise
-        code = report_error(prog, e)
-        if not isinstance(e, InserterError):
-            print(f"{prog}: (run with --debug for the traceback)", file=sys.stderr)
-        return code
+        return report_error(prog, e)
 
 
 def run_subcommands(prog: str, commands: dict[str, tuple[type, Callable[[Any], int | None], str]],

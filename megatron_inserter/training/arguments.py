@@ -15,10 +15,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from megatron_inserter.errors import UsageError
-from megatron_inserter.flags import arg, flag_name
+from megatron_inserter.flags import arg, flag_name, parse_flags
 from megatron_inserter.flags import build_parser as _build_parser
 from megatron_inserter.flags import load_config_file as _load_config_file
-from megatron_inserter.flags import parse_flags
 
 PROG = "inserter train"
 DESCRIPTION = "Pre-train an InSerter speech-text model (or a text GPT) on megatron-core."
@@ -73,8 +72,8 @@ class TrainingArguments:
     eval_interval: int = arg(1000, "iterations between validation runs")
     eval_iters: int = arg(100, "global batches per validation run (0 disables validation)")
     # Data
-    data_path: list = arg([], "blend in Megatron syntax: PREFIX ... or WEIGHT PREFIX WEIGHT PREFIX ...",
-                          required=True, metavar="PATH")  # noqa: RUF009
+    data_path: list = arg([], "blend in Megatron syntax: PREFIX ... or WEIGHT PREFIX WEIGHT PREFIX ...",  # noqa: RUF009
+                          required=True, metavar="PATH")
     split: str = arg("969,30,1", "train,valid,test proportions of each dataset")
     data_cache_path: str = arg(None, "where sample indices are cached (default: next to the data)")
     num_workers: int = arg(2, "data-loader worker processes per data-loading rank")
@@ -92,6 +91,10 @@ class TrainingArguments:
     after_speech_window: int = arg(16, "text targets after a speech span counted as 'after speech'")
     peak_tflops: float = arg(None, "per-device peak TFLOP/s for MFU (default: known GPUs' bf16 dense peak)")
     seed: int = arg(1234, "random seed")
+    # Memory plan (``inserter plan``), checked before training starts
+    gpu_memory_gib: float = arg(None, "GPU memory to plan for (default: the GPU's own; without CUDA the check "
+                                      "runs only when this is given)")
+    no_plan_check: bool = arg(False, "start even when the memory plan says a GPU would run out of memory")
     config: str = arg(None, "YAML file of defaults (keys are flag names with underscores)")
 
     def to_dict(self) -> dict:

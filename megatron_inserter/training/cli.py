@@ -4,7 +4,8 @@
     srun inserter train --tensor-model-parallel-size 4 --pipeline-model-parallel-size 2 ...
 
 Flags follow Megatron-LM's names (``inserter train --help`` lists them); ``--config FILE.yaml`` supplies
-defaults with the same names in snake_case, and the command line wins.
+defaults with the same names in snake_case, and the command line wins. A bad flag, dataset, tokenizer or
+checkpoint stops the run with one line naming it (``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -13,21 +14,12 @@ import logging
 import os
 import sys
 
-from megatron_inserter.training.arguments import ArgumentError, parse_args
+from megatron_inserter.errors import DataError
+from megatron_inserter.flags import run_command
+from megatron_inserter.training.arguments import PROG, TrainingArguments
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if "-h" in argv or "--help" in argv:
-        from megatron_inserter.training.arguments import build_parser
-
-        build_parser().print_help()
-        return 0
-    try:
-        args = parse_args(argv)
-    except ArgumentError as e:
-        print(f"inserter train: error: {e}", file=sys.stderr)
-        return 2
+def run(args: TrainingArguments) -> int:
     logging.basicConfig(level=logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("megatron").setLevel(logging.WARNING)  # megatron-core's dataset/optimizer chatter
@@ -37,14 +29,17 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = train(args)
-    except (ArgumentError, CheckpointError, FileNotFoundError) as e:
-        print(f"inserter train: error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, ArgumentError) else 1
+    except CheckpointError as e:
+        raise DataError(str(e)) from e
     finally:
         destroy_parallel()
     if result.checkpoint:
         print(f"checkpoint: {result.checkpoint}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(PROG, TrainingArguments, run, argv, description=__doc__)
 
 
 if __name__ == "__main__":

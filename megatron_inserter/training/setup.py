@@ -15,8 +15,8 @@ from megatron_inserter.models.llm import use_transformer_engine
 from megatron_inserter.runtime import ParallelConfig, initialize_parallel, resolve_dist_env
 from megatron_inserter.training.arguments import ArgumentError, TrainingArguments
 from megatron_inserter.training.engine import build_optimizer, configure_model_config, wrap_ddp
-from megatron_inserter.training.models import model_family, transformer_overrides
 from megatron_inserter.training.flag_checks import RunLayout, check_flags, virtual_pipeline_size
+from megatron_inserter.training.models import model_family, transformer_overrides
 
 logger = logging.getLogger(__name__)
 

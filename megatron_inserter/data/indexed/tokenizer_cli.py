@@ -9,17 +9,19 @@ included) tokenizes and detokenizes exactly. Same input and flags -> the same mo
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 
-from megatron_inserter.data.indexed.sources import InputRange, expand_inputs, read_jsonl, read_shard_texts
-from megatron_inserter.data.tokenizers import build_tokenizer, train_sentencepiece
+from megatron_inserter.errors import UsageError
+from megatron_inserter.flags import arg, run_command
 
 
 def corpus_texts(inputs: list[str], json_key: str = "text", max_documents: int | None = None) -> Iterator[str]:
+    from megatron_inserter.data.indexed.sources import InputRange, expand_inputs, read_jsonl, read_shard_texts
+
     kind, files = expand_inputs(inputs)
     skipped: Counter = Counter()
     n = 0
@@ -33,34 +35,32 @@ def corpus_texts(inputs: list[str], json_key: str = "text", max_documents: int |
                 return
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="inserter train-tokenizer", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", nargs="+", required=True, help="jsonl files or shard directories")
-    p.add_argument("--vocab-size", type=int, required=True)
-    p.add_argument("--output", required=True, help="path of the .model file to write")
-    p.add_argument("--json-keys", nargs="+", default=["text"], help="jsonl field holding the text")
-    p.add_argument("--model-type", default="unigram", choices=["unigram", "bpe"])
-    p.add_argument("--character-coverage", type=float, default=0.9995)
-    p.add_argument("--max-documents", type=int, default=None, help="train on the first N documents only")
-    return p
+@dataclass
+class TokenizerFlags:
+    input: list = arg([], "jsonl files or shard directories", required=True, metavar="PATH")  # noqa: RUF009
+    vocab_size: int = arg(None, "vocabulary size (room for 256 byte pieces and the special tokens)", required=True)
+    output: str = arg(None, "path of the .model file to write", required=True, metavar="PATH")
+    json_keys: list = arg(["text"], "jsonl field holding the text (one key)", metavar="KEY")  # noqa: RUF009
+    model_type: str = arg("unigram", "SentencePiece model type", choices=["unigram", "bpe"])
+    character_coverage: float = arg(0.9995, "share of characters kept (the rest fall back to bytes)")
+    max_documents: int = arg(None, "train on the first N documents only")
+
+
+def run(flags: TokenizerFlags) -> int:
+    if len(flags.json_keys) != 1:
+        raise UsageError(f"--json-keys {' '.join(flags.json_keys)}: give exactly one key")
+    from megatron_inserter.data.tokenizers import build_tokenizer, train_sentencepiece
+
+    texts = corpus_texts(flags.input, flags.json_keys[0], flags.max_documents)
+    path = train_sentencepiece(texts, flags.output, flags.vocab_size, model_type=flags.model_type,
+                               character_coverage=flags.character_coverage)
+    tok = build_tokenizer("sentencepiece", path)
+    print(json.dumps({"output": path, "vocab_size": tok.vocab_size, **tok.special_ids()}))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if len(args.json_keys) != 1:
-        print("error: give exactly one --json-keys value", file=sys.stderr)
-        return 2
-    try:
-        texts = corpus_texts(args.input, args.json_keys[0], args.max_documents)
-        path = train_sentencepiece(texts, args.output, args.vocab_size, model_type=args.model_type,
-                                   character_coverage=args.character_coverage)
-        tok = build_tokenizer("sentencepiece", path)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps({"output": path, "vocab_size": tok.vocab_size, **tok.special_ids()}))
-    return 0
+    return run_command("inserter train-tokenizer", TokenizerFlags, run, argv, description=__doc__)
 
 
 if __name__ == "__main__":
