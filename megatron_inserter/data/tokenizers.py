@@ -3,6 +3,8 @@
     tok = build_tokenizer("sentencepiece", "demo.model")      # or ("huggingface", "/models/Qwen2-7B")
     ids = tok.tokenize("hello")                              # no BOS/EOS added
     tok.audio_bos_id, tok.audio_eos_id, tok.audio_placeholder_id, tok.eod_id, tok.pad_id
+    tok.bos_id                                                # None when the tokenizer has no BOS
+    arrays = tok.tokenize_batch(["one", "two"])              # one int array per text, encoded in C++
 
 The audio special tokens use Qwen2-Audio's names. A Hugging Face tokenizer that lacks them gets them
 appended (always in the same order, so the ids are stable); a SentencePiece model cannot grow, so it must
@@ -19,6 +21,8 @@ import os
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+
+from megatron_inserter.errors import DataError, UsageError
 
 TOKENIZER_TYPES = ("sentencepiece", "huggingface")
 _TYPE_ALIASES = {
@@ -52,9 +56,16 @@ class Tokenizer:
     audio_bos_id: int
     audio_eos_id: int
     audio_placeholder_id: int
+    bos_id: int | None = None  # prepended to every document when set (Llama 3's <|begin_of_text|>, SentencePiece <s>)
 
     def tokenize(self, text: str) -> list[int]:
         raise NotImplementedError
+
+    def tokenize_batch(self, texts: list[str]) -> list:
+        """Token ids of many texts at once, one integer numpy array per text."""
+        import numpy as np
+
+        return [np.asarray(self.tokenize(t), dtype=np.int64) for t in texts]
 
     def detokenize(self, ids: Iterable[int]) -> str:
         raise NotImplementedError
@@ -71,10 +82,11 @@ class Tokenizer:
     def audio_special_ids(self) -> tuple[int, int, int]:
         return (self.audio_bos_id, self.audio_eos_id, self.audio_placeholder_id)
 
-    def special_ids(self) -> dict[str, int]:
+    def special_ids(self) -> dict[str, int | None]:
         return {
             "eod_id": self.eod_id, "pad_id": self.pad_id, "audio_bos_id": self.audio_bos_id,
             "audio_eos_id": self.audio_eos_id, "audio_placeholder_id": self.audio_placeholder_id,
+            "bos_id": self.bos_id,
         }
 
     def vocab_hash(self) -> str:
@@ -120,7 +132,7 @@ class SentencePieceTokenizer(Tokenizer):
         self.vocab_size = self._sp.vocab_size()
         missing = [s for s in specials.audio if not self._has_piece(s)]
         if missing:
-            raise ValueError(
+            raise DataError(
                 f"SentencePiece model {tokenizer_model!r} has no piece for {missing}. A SentencePiece vocabulary "
                 f"cannot be extended after training: train the model with these strings as user-defined symbols "
                 f"(`inserter train-tokenizer` does; with spm_train pass --user_defined_symbols="
@@ -134,8 +146,9 @@ class SentencePieceTokenizer(Tokenizer):
         elif self._sp.eos_id() >= 0:
             self.eod_id = self._sp.eos_id()
         else:
-            raise ValueError(f"SentencePiece model {tokenizer_model!r} has neither {specials.eod!r} nor an eos piece")
+            raise DataError(f"SentencePiece model {tokenizer_model!r} has neither {specials.eod!r} nor an eos piece")
         self.pad_id = self._sp.pad_id() if self._sp.pad_id() >= 0 else self.eod_id
+        self.bos_id = self._sp.bos_id() if self._sp.bos_id() >= 0 else None
 
     def _has_piece(self, piece: str) -> bool:
         i = self._sp.piece_to_id(piece)
@@ -143,6 +156,11 @@ class SentencePieceTokenizer(Tokenizer):
 
     def tokenize(self, text: str) -> list[int]:
         return self._sp.encode(text)
+
+    def tokenize_batch(self, texts: list[str]) -> list:
+        # One C++ call per batch, arrays out: no per-token Python objects. One thread: parallelism is
+        # the caller's (preprocessing workers).
+        return self._sp.encode(list(texts), num_threads=1, return_type="numpy")
 
     def detokenize(self, ids: Iterable[int]) -> str:
         return self._sp.decode([int(i) for i in ids])
@@ -173,6 +191,7 @@ class HuggingFaceTokenizer(Tokenizer):
             self._tok = FastTokenizer.from_file(tokenizer_json)
             self._tok.add_special_tokens([s for s in specials.audio if self._tok.token_to_id(s) is None])
             self._encode = lambda text: self._tok.encode(text, add_special_tokens=False).ids
+            self._encode_batch = lambda texts: [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
             self._decode = lambda ids: self._tok.decode(ids, skip_special_tokens=False)
             self._token_to_id = self._tok.token_to_id
             self._id_to_token = self._tok.id_to_token
@@ -185,6 +204,7 @@ class HuggingFaceTokenizer(Tokenizer):
             if missing:
                 self._tok.add_tokens(missing, special_tokens=True)
             self._encode = lambda text: self._tok.encode(text, add_special_tokens=False)
+            self._encode_batch = lambda texts: self._tok(list(texts), add_special_tokens=False)["input_ids"]
             self._decode = lambda ids: self._tok.decode(ids, skip_special_tokens=False,
                                                         clean_up_tokenization_spaces=False)
             vocab = self._tok.get_vocab()
@@ -197,16 +217,23 @@ class HuggingFaceTokenizer(Tokenizer):
         self.audio_placeholder_id = self._token_to_id(specials.audio_placeholder)
         eod_name = specials.eod if self._token_to_id(specials.eod) is not None else _token_name(config.get("eos_token"))
         if eod_name is None or self._token_to_id(eod_name) is None:
-            raise ValueError(
+            raise DataError(
                 f"tokenizer in {tokenizer_model!r} has no {specials.eod!r} and no eos_token in tokenizer_config.json"
             )
         self.eod_id = self._token_to_id(eod_name)
         pad_name = _token_name(config.get("pad_token"))
         pad = self._token_to_id(pad_name) if pad_name else None
         self.pad_id = pad if pad is not None else self.eod_id
+        bos_name = _token_name(config.get("bos_token"))
+        self.bos_id = self._token_to_id(bos_name) if bos_name else None
 
     def tokenize(self, text: str) -> list[int]:
         return list(self._encode(text))
+
+    def tokenize_batch(self, texts: list[str]) -> list:
+        import numpy as np
+
+        return [np.asarray(ids, dtype=np.int64) for ids in self._encode_batch(list(texts))]
 
     def detokenize(self, ids: Iterable[int]) -> str:
         return self._decode([int(i) for i in ids])
@@ -232,7 +259,7 @@ def _token_name(value) -> str | None:
 def build_tokenizer(tokenizer_type: str, tokenizer_model: str, specials: SpecialTokens = SpecialTokens()) -> Tokenizer:
     kind = _TYPE_ALIASES.get(tokenizer_type.lower().replace("-", "").replace("_", ""))
     if kind is None:
-        raise ValueError(f"unknown tokenizer type {tokenizer_type!r}; choose one of {TOKENIZER_TYPES}")
+        raise UsageError(f"unknown tokenizer type {tokenizer_type!r}; choose one of {TOKENIZER_TYPES}")
     if kind == "sentencepiece":
         return SentencePieceTokenizer(tokenizer_model, specials)
     return HuggingFaceTokenizer(tokenizer_model, specials)
@@ -267,14 +294,11 @@ def train_sentencepiece(
             shuffle_input_sentence=False, max_sentence_length=16384, minloglevel=2,
         )
     except RuntimeError as e:
-        raise ValueError(f"SentencePiece training failed: {e}. The vocabulary needs room for the 256 byte pieces, "
+        raise DataError(f"SentencePiece training failed: {e}. The vocabulary needs room for the 256 byte pieces, "
                          f"the special tokens and every character kept by --character-coverage.") from e
-    directory = os.path.dirname(os.path.abspath(output))
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{output}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(model.getvalue())
-    os.replace(tmp, output)
+    from megatron_inserter.files import write_bytes_atomic
+
+    write_bytes_atomic(output, model.getvalue())
     return output
 
 

@@ -1,11 +1,27 @@
-"""Indexed datasets: preprocessing (shards/jsonl -> .bin/.idx) and packed interleaved training samples."""
+"""Indexed datasets: preprocessing (shards/jsonl -> .bin/.idx) and packed interleaved training samples.
 
-from megatron_inserter.data.indexed.blend import build_datasets, dataset_config, parse_blend
-from megatron_inserter.data.indexed.collate import collate_batch
-from megatron_inserter.data.indexed.dataset import InterleavedDataset, InterleavedDatasetConfig
-from megatron_inserter.data.indexed.sampler import PretrainingBatchSampler
+The training-side names are imported on first use: preprocessing needs neither torch nor megatron-core,
+and importing this package must not pay their seconds of start-up.
+"""
 
-__all__ = [
-    "InterleavedDataset", "InterleavedDatasetConfig", "PretrainingBatchSampler", "build_datasets",
-    "collate_batch", "dataset_config", "parse_blend",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "InterleavedDataset": "megatron_inserter.data.indexed.dataset",
+    "InterleavedDatasetConfig": "megatron_inserter.data.indexed.dataset",
+    "PretrainingBatchSampler": "megatron_inserter.data.indexed.sampler",
+    "build_datasets": "megatron_inserter.data.indexed.blend",
+    "collate_batch": "megatron_inserter.data.indexed.collate",
+    "dataset_config": "megatron_inserter.data.indexed.blend",
+    "parse_blend": "megatron_inserter.data.indexed.blend",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value

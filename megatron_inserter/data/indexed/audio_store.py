@@ -11,21 +11,28 @@ import io
 import numpy as np
 
 from megatron_inserter.data.frames import SAMPLE_RATE
+from megatron_inserter.errors import DataError
 
 AUDIO_SUFFIX = "_audio"
 AUDIO_DTYPE = np.int16
 PCM_SCALE = 1.0 / 32768.0
 
 
-class AudioDecodeError(ValueError):
-    pass
+class AudioDecodeError(DataError):
+    """Audio that cannot be stored; ``reason`` is the skip reason preprocessing counts it under."""
+
+    def __init__(self, message: str, reason: str = "bad_audio") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def decode_audio(data: bytes, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Encoded audio (FLAC, WAV, ...) -> mono int16 PCM at ``sample_rate``.
 
     16-bit input is returned bit-exact. Multi-channel audio is averaged to mono; another sample rate is
-    resampled with soxr. Raises ``AudioDecodeError`` for data libsndfile cannot read.
+    resampled with soxr. Raises ``AudioDecodeError`` for data libsndfile cannot read, and for float audio
+    holding NaN or infinite samples (reason ``nonfinite_audio``: stored as int16 they would become
+    silence or a full-scale square wave).
     """
     import soundfile as sf
 
@@ -38,6 +45,9 @@ def decode_audio(data: bytes, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         raise AudioDecodeError(str(e)) from e
     if exact:
         return np.ascontiguousarray(pcm[:, 0])
+    if not np.isfinite(pcm).all():
+        bad = int(np.count_nonzero(~np.isfinite(pcm)))
+        raise AudioDecodeError(f"{bad} NaN or infinite samples", reason="nonfinite_audio")
     mono = pcm.mean(axis=1)
     if sr != sample_rate:
         import soxr

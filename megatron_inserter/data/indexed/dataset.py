@@ -8,6 +8,10 @@ rank-0-builds-then-everyone-loads index cache work as for GPTDataset. A sample i
   position_ids [s] int64
   audio  list of int16 arrays, one per encoder window, in the order their placeholders appear
   num_padding int            padded positions at the end of the sample
+
+A document is left out of the samples (counted, logged) when one of its speech spans is longer than a
+sample or too short for one encoder frame under the model's ``FrameSpec`` (its transcript would then be
+trained from no audio).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from megatron.core.datasets.utils import Split
 from megatron_inserter.data.frames import FrameSpec
 from megatron_inserter.data.indexed.low_level import InterleavedLowLevelDataset
 from megatron_inserter.data.indexed.sample_index import build_indices
+from megatron_inserter.files import atomic_write, write_text_atomic
 
 logger = logging.getLogger(__name__)
 INDEX_VERSION = "interleaved-1"
@@ -83,7 +88,8 @@ class InterleavedDataset(MegatronDataset):
 
     @staticmethod
     def build_low_level_dataset(dataset_path: str, config: InterleavedDatasetConfig) -> InterleavedLowLevelDataset:
-        return InterleavedLowLevelDataset(dataset_path, config.tokenizer, mmap=config.mmap_bin_files)
+        return InterleavedLowLevelDataset(dataset_path, config.tokenizer, mmap=config.mmap_bin_files,
+                                          cache_dir=config.path_to_cache)
 
     @staticmethod
     def _key_config_attributes() -> list[str]:
@@ -92,22 +98,29 @@ class InterleavedDataset(MegatronDataset):
 
     # --- indices -----------------------------------------------------------------------------------
     def _usable_documents(self) -> np.ndarray:
-        """The split's documents minus those holding a span longer than a sample (counted, logged)."""
+        """The split's documents minus those holding a span longer than a sample or a span with no encoder
+        frame (each counted, logged)."""
         docs = np.asarray(self.indices, dtype=np.int64)
         span_ptr, span_p, span_q = self._layout
-        too_long = (span_q - span_p + 1) > self.config.sequence_length
-        if too_long.any():
-            owner = np.searchsorted(span_ptr, np.flatnonzero(too_long), side="right") - 1
-            bad = np.isin(docs, owner)
-            self.num_dropped_documents = int(bad.sum())
-            if self.num_dropped_documents:
-                logger.warning("%s (%s): %d documents hold a speech span longer than the sequence length (%d) and "
-                               "are left out", self.dataset_path, self.index_split.name,
-                               self.num_dropped_documents, self.config.sequence_length)
-            docs = docs[~bad]
-        else:
-            self.num_dropped_documents = 0
-        return docs
+        span_len = span_q - span_p + 1  # bos + frames + eos
+        self._dropped = None
+        self.num_dropped_documents = self._drop(docs, span_ptr, span_len > self.config.sequence_length,
+                                                f"a speech span longer than the sequence length "
+                                                f"({self.config.sequence_length})")
+        self.num_documents_without_audio_frames = self._drop(docs, span_ptr, span_len <= 2,
+                                                             "a speech span too short for one encoder frame")
+        return docs[~self._dropped] if self._dropped is not None else docs
+
+    def _drop(self, docs: np.ndarray, span_ptr: np.ndarray, bad_span: np.ndarray, why: str) -> int:
+        if not bad_span.any():
+            return 0
+        owner = np.searchsorted(span_ptr, np.flatnonzero(bad_span), side="right") - 1
+        bad = np.isin(docs, owner)
+        if bad.any():
+            logger.warning("%s (%s): %d documents hold %s and are left out", self.dataset_path,
+                           self.index_split.name, int(bad.sum()), why)
+            self._dropped = bad if self._dropped is None else (self._dropped | bad)
+        return int(bad.sum())
 
     def _build_or_load_indices(self):
         cache = self.config.path_to_cache or os.path.join(
@@ -179,14 +192,9 @@ class InterleavedDataset(MegatronDataset):
 
 
 def _save_npy(path: str, arr: np.ndarray) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
+    with atomic_write(path, "wb") as f:
         np.save(f, arr, allow_pickle=False)
-    os.replace(tmp, path)
 
 
 def _write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)

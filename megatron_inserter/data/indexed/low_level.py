@@ -3,86 +3,127 @@
 Also reads plain Megatron text datasets (no sidecar, no modes): every sequence is text. A document is a
 run of sequences delimited by the ``.idx`` document indices. Everything here is memory-mapped; the few
 per-document arrays are derived with vectorised numpy.
+
+Opening a dataset checks it before anything trains on it:
+  * the sidecar's tokenizer against the one given (``TokenizerMismatchError``);
+  * the files against the sidecar: sizes and content fingerprints of ``.bin``/``.idx`` (``binding``), the
+    token dtype, and an ``.idx`` with speech modes but no sidecar (an interleaved dataset whose
+    ``.meta.json`` went missing would otherwise read as text, all speech dropped);
+  * every token id below the vocabulary size, and for a dataset without a sidecar every document ending
+    with the tokenizer's end-of-document token (``token_check``, cached by file size and time).
 """
 
 from __future__ import annotations
 
 import os
-import struct
 
 import numpy as np
-from megatron.core.datasets.indexed_dataset import DType, IndexedDataset, get_bin_path, get_idx_path
+from megatron.core.datasets.indexed_dataset import IndexedDataset, get_bin_path, get_idx_path
 
 from megatron_inserter.data.frames import FrameSpec, num_audio_frames, split_windows, window_frames
-from megatron_inserter.data.indexed.metadata import MODE_SPEECH, read_metadata
+from megatron_inserter.data.indexed.binding import check_fingerprints
+from megatron_inserter.data.indexed.index_format import CorruptDatasetError, read_header, read_index
+from megatron_inserter.data.indexed.metadata import MODE_SPEECH, meta_path, read_metadata
+from megatron_inserter.data.indexed.token_check import check_document_ends, check_token_ids, default_cache_dir
+from megatron_inserter.errors import DataError
 
-_HEADER = b"MMIDIDX\x00\x00"
-_HEADER_BYTES = 9 + 8 + 1 + 8 + 8
+__all__ = ["CorruptDatasetError", "InterleavedLowLevelDataset", "check_index_file"]
+
+_FIX = "it was not written completely; rebuild the dataset (inserter preprocess)"
 
 
-class CorruptDatasetError(ValueError):
+class MissingSidecarError(DataError):
     pass
 
 
-def check_index_file(prefix: str, multimodal: bool) -> None:
-    """Validate ``PREFIX.idx`` (header and size) and ``PREFIX.bin`` (size) before memory-mapping them."""
+def check_index_file(prefix: str, multimodal: bool):
+    """Validate ``PREFIX.idx`` (header and exact size) and ``PREFIX.bin`` (size) before memory-mapping them;
+    returns the ``.idx`` header."""
     idx, bin_ = get_idx_path(prefix), get_bin_path(prefix)
     for path in (idx, bin_):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"dataset file {path!r} does not exist (is {prefix!r} the right prefix?)")
-    size = os.path.getsize(idx)
-    fix = "it was not written completely; rebuild the dataset (inserter preprocess)"
-    with open(idx, "rb") as f:
-        head = f.read(_HEADER_BYTES)
-    if len(head) < _HEADER_BYTES:
-        raise CorruptDatasetError(f"index file {idx!r} is truncated ({size} bytes, header needs {_HEADER_BYTES}): {fix}")
-    if head[:9] != _HEADER:
-        raise CorruptDatasetError(f"{idx!r} is not a megatron-core index file (bad magic bytes)")
-    (code,) = struct.unpack("<B", head[17:18])
-    n_seq, n_doc = struct.unpack("<QQ", head[18:34])
-    expected = _HEADER_BYTES + n_seq * (4 + 8) + n_doc * 8 + (n_seq if multimodal else 0)
-    if size < expected:
+    header = read_header(idx)
+    expected = header.expected_size(multimodal)
+    n_seq, n_doc = header.num_sequences, header.num_document_indices
+    if multimodal and n_seq and header.size == header.expected_size(False):
         raise CorruptDatasetError(
-            f"index file {idx!r} is truncated ({size} bytes; its header promises {n_seq} sequences and "
-            f"{n_doc - 1} documents, {expected} bytes): {fix}"
+            f"index file {idx!r} has no speech modes, but {meta_path(prefix)!r} describes a dataset with them: a "
+            f"text-only .idx was put in its place; keep the files of one `inserter preprocess` run together")
+    if not multimodal and header.has_modes:
+        raise MissingSidecarError(
+            f"{idx!r} marks speech spans (one mode byte per sequence) but its sidecar {meta_path(prefix)!r} is "
+            f"missing: read as text, all its speech would be dropped. Restore the .meta.json written with it, or "
+            f"re-run `inserter preprocess`")
+    if header.size < expected:
+        raise CorruptDatasetError(
+            f"index file {idx!r} is truncated ({header.size} bytes; its header promises {n_seq} sequences and "
+            f"{n_doc - 1} documents, {expected} bytes): {_FIX}"
         )
+    if header.size > expected:
+        raise CorruptDatasetError(f"index file {idx!r} has {header.size - expected} bytes more than its header "
+                                  f"promises: it is damaged; rebuild the dataset (inserter preprocess)")
     if n_seq:
-        with open(idx, "rb") as f:
-            f.seek(_HEADER_BYTES + (n_seq - 1) * 4)
-            (last_len,) = struct.unpack("<i", f.read(4))
-            f.seek(_HEADER_BYTES + n_seq * 4 + (n_seq - 1) * 8)
-            (last_ptr,) = struct.unpack("<q", f.read(8))
-        need = last_ptr + last_len * DType.size(code)
-        if os.path.getsize(bin_) < need:
-            raise CorruptDatasetError(
-                f"data file {bin_!r} is truncated ({os.path.getsize(bin_)} bytes, index needs {need}): {fix}"
-            )
+        index = read_index(idx, multimodal)
+        need = int(index.sequence_pointers[-1]) + int(index.sequence_lengths[-1]) * header.dtype.itemsize
+        size = os.path.getsize(bin_)
+        if size < need:
+            raise CorruptDatasetError(f"data file {bin_!r} is truncated ({size} bytes, index needs {need}): {_FIX}")
+        if size > need:
+            raise CorruptDatasetError(f"data file {bin_!r} has {size - need} bytes more than its index {idx!r} "
+                                      f"describes: the two come from different runs; rebuild the dataset")
+    return header
 
 
 class InterleavedLowLevelDataset:
     """Token dataset + optional audio dataset of one prefix."""
 
-    def __init__(self, path_prefix: str, tokenizer=None, mmap: bool = True) -> None:
+    def __init__(self, path_prefix: str, tokenizer=None, mmap: bool = True, cache_dir: str | None = None,
+                 check_tokens: bool = True) -> None:
         self.path_prefix = path_prefix
         self.mmap = mmap
         self.metadata = read_metadata(path_prefix)
         if self.metadata is not None and tokenizer is not None:
             self.metadata.check_tokenizer(tokenizer, path_prefix)
         multimodal = self.metadata is not None
-        check_index_file(path_prefix, multimodal)
-        self.text = IndexedDataset(path_prefix, multimodal=multimodal, mmap=mmap)
-        self.audio = None
+        audio_prefix = None
         if self.metadata is not None and self.metadata.audio_prefix:
             audio_prefix = os.path.join(os.path.dirname(path_prefix), self.metadata.audio_prefix)
-            check_index_file(audio_prefix, False)
-            self.audio = IndexedDataset(audio_prefix, multimodal=False, mmap=mmap)
+        if check_index_file(path_prefix, multimodal).num_sequences == 0:
+            raise DataError(f"dataset {path_prefix!r} holds no documents, so there is nothing to train on (were all "
+                            f"input documents skipped? {path_prefix + '.stats.json'!r} counts the reasons)")
+        if audio_prefix is not None and check_index_file(audio_prefix, False).num_sequences == 0:
+            audio_prefix = None  # no speech span at all: an empty file cannot be memory-mapped
+        if self.metadata is not None:  # structure first (clearer messages), then the recorded fingerprints
+            check_fingerprints(os.path.dirname(path_prefix), self.metadata.files, meta_path(path_prefix))
         ids = self.metadata.tokenizer if self.metadata is not None else tokenizer
         if ids is None:
-            raise ValueError(f"dataset {path_prefix!r} has no metadata sidecar: a tokenizer is needed for its ids")
+            raise DataError(f"dataset {path_prefix!r} has no metadata sidecar: a tokenizer is needed for its ids")
+        if check_tokens:
+            self._check_tokens(tokenizer, cache_dir or default_cache_dir(path_prefix))
+        self.text = IndexedDataset(path_prefix, multimodal=multimodal, mmap=mmap)
+        self.audio = None
+        if audio_prefix is not None:
+            self.audio = IndexedDataset(audio_prefix, multimodal=False, mmap=mmap)
         self.eod_id, self.pad_id = ids.eod_id, ids.pad_id
         self.audio_bos_id, self.audio_eos_id = ids.audio_bos_id, ids.audio_eos_id
         self.audio_placeholder_id = ids.audio_placeholder_id
         self._derive()
+
+    def _check_tokens(self, tokenizer, cache_dir: str) -> None:
+        """Token dtype, id range and (without a sidecar) document ends, against the tokenizer."""
+        index = read_index(get_idx_path(self.path_prefix), self.metadata is not None)
+        meta = self.metadata
+        if meta is not None and meta.token_dtype and index.header.dtype.name != meta.token_dtype:
+            raise CorruptDatasetError(
+                f"{get_idx_path(self.path_prefix)!r} stores {index.header.dtype.name} tokens but "
+                f"{meta_path(self.path_prefix)!r} was written for {meta.token_dtype}: the files come from different "
+                f"runs; keep the files of one `inserter preprocess` run together")
+        info = tokenizer if tokenizer is not None else meta.tokenizer
+        describe = f"the tokenizer {info.tokenizer_type} {str(info.tokenizer_model)!r}"
+        check_token_ids(self.path_prefix, index, info.vocab_size, describe, cache_dir)
+        if meta is None:
+            check_document_ends(self.path_prefix, index, info.eod_id, describe, cache_dir)
 
     def _derive(self) -> None:
         self.document_indices = np.asarray(self.text.document_indices, dtype=np.int64)

@@ -6,22 +6,32 @@
 Each partition (a contiguous run of input) is written by one process into ``PREFIX.tmp/part-NNNNN*``
 and marked done; a re-run with the same inputs and tokenizer reuses finished partitions. The merge
 writes temporary files, then renames them into place: every ``.bin`` and sidecar first, the ``.idx``
-files last (the main one very last), so a reader never takes a partial output as complete.
+files last (the main one very last), so a reader never takes a partial output as complete. Each sidecar
+records the sizes and content fingerprints of the files it describes (``binding``).
+
+Start-up is a fraction of a second: nothing here imports torch or megatron-core (``index_format`` writes
+megatron-core's files with numpy). Text documents are tokenized and written in batches. Pool workers die
+with the main process (Linux ``PR_SET_PDEATHSIG``, else a watchdog on the parent pid), so a killed run
+leaves no orphans. Skipped documents are counted by reason and reported on stderr with examples.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 
 from megatron_inserter.data.frames import SAMPLE_RATE
+from megatron_inserter.data.indexed.binding import dataset_fingerprints
 from megatron_inserter.data.indexed.metadata import DatasetMetadata, TokenizerInfo, meta_path, write_metadata
 from megatron_inserter.data.indexed.sources import (
     InputRange,
@@ -32,8 +42,10 @@ from megatron_inserter.data.indexed.sources import (
 )
 from megatron_inserter.data.indexed.writer import InterleavedWriter, dataset_files, output_prefixes
 from megatron_inserter.data.tokenizers import build_tokenizer
+from megatron_inserter.files import publish, write_json_atomic
 
-_PROGRESS_EVERY = 200  # documents between progress reports from a worker
+_BATCH_DOCUMENTS = 256  # documents tokenized and written per call (and between progress reports)
+LAYOUT = 2  # stored-data layout (2: BOS, smallest token dtype); partitions of another layout are not reused
 
 
 @dataclass
@@ -47,6 +59,7 @@ class PreprocessConfig:
     json_key: str = "text"
     keep_temp: bool = False
     progress: bool = True
+    add_bos: bool = True  # prepend the tokenizer's BOS to every document (when it has one)
 
 
 @dataclass
@@ -59,36 +72,63 @@ class PartitionTask:
     tokenizer_model: str
     json_key: str
     with_audio: bool
+    add_bos: bool = True
 
 
 _progress_queue = None
 
 
-def _init_worker(queue) -> None:
+def _init_worker(queue, parent_pid: int | None = None) -> None:
     global _progress_queue
     _progress_queue = queue
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make this (forked) process die when ``parent_pid`` does: ``PR_SET_PDEATHSIG`` on Linux, otherwise
+    a daemon thread polling the parent pid. Exits at once if the parent is already gone."""
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            armed = ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0) == 0  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+    if not armed:
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(0.5)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
+def _documents(task: PartitionTask, r: InputRange, skipped: Counter):
+    """The documents of one input range, in order."""
+    if task.kind == "shards":
+        return read_shard(r.path, skipped)
+    return read_jsonl(r, task.json_key, skipped)
 
 
 def run_partition(task: PartitionTask) -> dict:
     """Write one partition; returns its stats (also saved as ``part-NNNNN.done.json``)."""
     tokenizer = build_tokenizer(task.tokenizer_type, task.tokenizer_model)
-    writer = InterleavedWriter(task.prefix, tokenizer, task.with_audio)
+    writer = InterleavedWriter(task.prefix, tokenizer, task.with_audio, add_bos=task.add_bos)
     input_skips = Counter()
-    since_report = 0
     for r in task.ranges:
-        docs = read_shard(r.path, input_skips) if task.kind == "shards" else read_jsonl(r, task.json_key, input_skips)
-        for doc in docs:
-            writer.add(doc)
-            since_report += 1
-            if since_report >= _PROGRESS_EVERY:
-                _report(since_report, 0)
-                since_report = 0
-        _report(since_report, 1)
-        since_report = 0
+        docs = iter(_documents(task, r, input_skips))
+        while batch := list(itertools.islice(docs, _BATCH_DOCUMENTS)):
+            writer.add_many(batch)
+            _report(len(batch), 0)
+        _report(0, 1)
     writer.finalize()
     writer.skipped.update(input_skips)
     stats = writer.summary()
-    _write_json(task.prefix + ".done.json", stats)
+    write_json_atomic(task.prefix + ".done.json", stats)
     return stats
 
 
@@ -109,18 +149,18 @@ def preprocess(cfg: PreprocessConfig) -> dict:
     fingerprint = {
         "files": [(f, os.path.getsize(f), int(os.path.getmtime(f))) for f in files],
         "plan": [[asdict(r) for r in p] for p in plan], "tokenizer": asdict(TokenizerInfo.of(tokenizer)),
-        "json_key": cfg.json_key, "kind": kind,
+        "json_key": cfg.json_key, "kind": kind, "add_bos": cfg.add_bos, "layout": LAYOUT,
     }
     _prepare_tmp_dir(tmp_dir, fingerprint)
     tasks = [PartitionTask(i, p, kind, os.path.join(tmp_dir, f"part-{i:05d}"), cfg.tokenizer_type,
-                           cfg.tokenizer_model, cfg.json_key, with_audio) for i, p in enumerate(plan)]
+                           cfg.tokenizer_model, cfg.json_key, with_audio, cfg.add_bos) for i, p in enumerate(plan)]
     part_stats = _run_partitions(tasks, cfg)
 
     if len(tasks) == 1:  # nothing to merge: publish the partition itself (no copy of the data)
         merged = tasks[0].prefix
     else:
         merged = os.path.join(tmp_dir, "merged")
-        writer = InterleavedWriter(merged, tokenizer, with_audio)
+        writer = InterleavedWriter(merged, tokenizer, with_audio, add_bos=cfg.add_bos)
         for task in tasks:
             writer.add_partition(task.prefix)
         writer.finalize()
@@ -132,24 +172,40 @@ def preprocess(cfg: PreprocessConfig) -> dict:
     }
     stats["tokens_per_second"] = stats.get("tokens", 0) / max(stats["seconds"], 1e-9)
     stats["audio_x_real_time"] = stats.get("speech_samples", 0) / SAMPLE_RATE / max(stats["seconds"], 1e-9)
-    _publish(merged, cfg.output_prefix, tokenizer, with_audio, stats)
+    _publish(merged, cfg.output_prefix, tokenizer, with_audio, stats, writer_dtype(tokenizer))
     if not cfg.keep_temp:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+    report_skips(stats)
     return stats
 
 
-def write_dataset(prefix: str, documents, tokenizer, with_audio: bool = True) -> dict:
+def report_skips(stats: dict, prog: str = "inserter preprocess", stream=None) -> None:
+    """One stderr line per skip reason with its count and example documents (nothing when none)."""
+    stream = stream or sys.stderr
+    examples = stats.get("skip_examples", {})
+    for reason, count in sorted(stats.get("skipped", {}).items()):
+        where = ", ".join(examples.get(reason, []))
+        print(f"{prog}: skipped {count} document{'s' * (count != 1)}: {reason}" + (f" (e.g. {where})" if where else ""),
+              file=stream)
+
+
+def writer_dtype(tokenizer) -> str:
+    from megatron_inserter.data.indexed.index_format import optimal_token_dtype
+
+    return optimal_token_dtype(tokenizer.vocab_size).name
+
+
+def write_dataset(prefix: str, documents, tokenizer, with_audio: bool = True, add_bos: bool = True) -> dict:
     """Write in-memory ``sources.Document``s as one output (same files as ``preprocess``), in one process."""
     tmp_dir = prefix + ".tmp"
     shutil.rmtree(tmp_dir, ignore_errors=True)
     os.makedirs(tmp_dir)
     merged = os.path.join(tmp_dir, "merged")
-    writer = InterleavedWriter(merged, tokenizer, with_audio)
-    for doc in documents:
-        writer.add(doc)
+    writer = InterleavedWriter(merged, tokenizer, with_audio, add_bos=add_bos)
+    writer.add_many(list(documents))
     writer.finalize()
     stats = _sum_stats([writer.summary()])
-    _publish(merged, prefix, tokenizer, with_audio, stats)
+    _publish(merged, prefix, tokenizer, with_audio, stats, writer_dtype(tokenizer))
     shutil.rmtree(tmp_dir, ignore_errors=True)
     return stats
 
@@ -165,7 +221,7 @@ def _prepare_tmp_dir(tmp_dir: str, fingerprint: dict) -> None:
     if not same:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         os.makedirs(tmp_dir)
-        _write_json(path, fingerprint)
+        write_json_atomic(path, fingerprint)
 
 
 def _run_partitions(tasks: list[PartitionTask], cfg: PreprocessConfig) -> list[dict]:
@@ -194,7 +250,7 @@ def _run_partitions(tasks: list[PartitionTask], cfg: PreprocessConfig) -> list[d
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         queue = ctx.Queue()
         with ProcessPoolExecutor(min(cfg.workers, len(todo)), mp_context=ctx, initializer=_init_worker,
-                                 initargs=(queue,)) as pool:
+                                 initargs=(queue, os.getpid())) as pool:
             futures = {pool.submit(run_partition, t): t.index for t in todo}
             pending = set(futures)
             while pending:
@@ -247,49 +303,55 @@ def _progress_bar(cfg: PreprocessConfig, total: int, initial: int):
 def _sum_stats(parts: list[dict]) -> dict:
     total: Counter = Counter()
     skipped: Counter = Counter()
+    examples: dict[str, list[str]] = {}
     for p in parts:
         skipped.update(p.get("skipped", {}))
+        for reason, ids in p.get("skip_examples", {}).items():
+            examples.setdefault(reason, []).extend(ids[: max(0, 5 - len(examples.get(reason, [])))])
         total.update({k: v for k, v in p.items() if isinstance(v, (int, float)) and k != "speech_hours"})
     out = dict(total)
     out["speech_hours"] = out.get("speech_samples", 0) / SAMPLE_RATE / 3600.0
     out["skipped"] = dict(skipped)
     out["skipped_total"] = sum(skipped.values())
+    out["skip_examples"] = examples
     return out
 
 
-def _publish(merged: str, prefix: str, tokenizer, with_audio: bool, stats: dict) -> None:
-    """Rename the merged temporary datasets into place: old .idx removed first, new .idx renamed last."""
+def _publish(merged: str, prefix: str, tokenizer, with_audio: bool, stats: dict, token_dtype: str) -> None:
+    """Rename the merged temporary datasets into place: old .idx removed first, new .idx renamed last.
+    Each sidecar binds the files it describes (sizes and content fingerprints, under their final names)."""
     src = output_prefixes(merged, with_audio)
     dst = output_prefixes(prefix, with_audio)
     info = TokenizerInfo.of(tokenizer)
     audio_name = os.path.basename(dst["audio"]) if with_audio else None
+
+    def bound(roles: list[str]) -> dict:
+        prints = dataset_fingerprints([src[r] for r in roles])
+        rename = {os.path.basename(f): os.path.basename(g) for r in roles
+                  for f, g in zip(dataset_files(src[r]), dataset_files(dst[r]))}
+        return {rename[name]: fp for name, fp in prints.items()}
+
+    speech = {"num_speech_spans": stats.get("speech_spans", 0),
+              "speech_seconds": stats.get("speech_samples", 0) / SAMPLE_RATE}
     metas = {
         "text": DatasetMetadata("interleaved" if with_audio else "text", info, audio_name,
-                                num_documents=stats.get("documents", 0), num_speech_spans=stats.get("speech_spans", 0),
-                                num_tokens=stats.get("tokens", 0),
-                                speech_seconds=stats.get("speech_samples", 0) / SAMPLE_RATE),
+                                num_documents=stats.get("documents", 0), num_tokens=stats.get("tokens", 0),
+                                token_dtype=token_dtype, files=bound(["text", "audio"] if with_audio else ["text"]),
+                                **speech),
     }
     if with_audio:
         metas["asr"] = DatasetMetadata("asr", info, audio_name, num_documents=stats.get("asr_documents", 0),
-                                       num_speech_spans=stats.get("speech_spans", 0),
-                                       num_tokens=stats.get("asr_tokens", 0),
-                                       speech_seconds=stats.get("speech_samples", 0) / SAMPLE_RATE)
+                                       num_tokens=stats.get("asr_tokens", 0), token_dtype=token_dtype,
+                                       files=bound(["asr", "audio"]), **speech)
     order = [r for r in ("audio", "asr", "text") if r in dst]  # the main .idx last
     for role in order:
         idx = dataset_files(dst[role])[1]
         if os.path.exists(idx):
             os.remove(idx)
     for role in order:
-        os.replace(dataset_files(src[role])[0], dataset_files(dst[role])[0])
+        publish(dataset_files(src[role])[0], dataset_files(dst[role])[0])
         if role in metas:
             write_metadata(meta_path(dst[role]), metas[role])
-    _write_json(prefix + ".stats.json", stats)
+    write_json_atomic(prefix + ".stats.json", stats)
     for role in order:
-        os.replace(dataset_files(src[role])[1], dataset_files(dst[role])[1])
-
-
-def _write_json(path: str, obj) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, ensure_ascii=False)
-    os.replace(tmp, path)
+        publish(dataset_files(src[role])[1], dataset_files(dst[role])[1])

@@ -32,6 +32,12 @@ def stored_layout(doc: dict, tok) -> tuple[list[list[int]], list[int], list[np.n
     else:
         seqs.append([tok.eod_id])
         modes.append(0)
+    if tok.bos_id is not None:  # every document starts with the tokenizer's BOS
+        if modes[0] == 0:
+            seqs[0] = [tok.bos_id] + seqs[0]
+        else:
+            seqs.insert(0, [tok.bos_id])
+            modes.insert(0, 0)
     return seqs, modes, spans
 
 

@@ -87,7 +87,7 @@ SPEC = FrameSpec(max_window_seconds=0.25)  # 4000-sample windows keep long-span 
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.integers(1, 20_000), min_size=1, max_size=8), st.integers(0, 2**16))
+@given(st.lists(st.integers(SPEC.min_samples, 20_000), min_size=1, max_size=8), st.integers(0, 2**16))
 def test_placeholder_runs_equal_the_frame_function(tmp_path_factory, tiny_tokenizer, lengths, seed):
     tok = tiny_tokenizer
     root = tmp_path_factory.mktemp("frames")

@@ -33,6 +33,8 @@ def test_shards_round_trip_into_text_audio_and_asr_datasets(tiny_dataset, tiny_d
             stored = ds.audio[span]
             assert stored.dtype == np.int16 and np.array_equal(stored, pcm)  # bit-exact through FLAC
             a0 = asr.document_indices[span]
+            assert list(asr.text[a0][0]) == [tok.bos_id]  # the ASR document starts with the BOS too
+            a0 += 1
             assert list(asr.text[a0][0]) == [tok.audio_bos_id, tok.audio_placeholder_id, tok.audio_eos_id]
             assert list(asr.text[a0 + 1][0]) == tok.tokenize(seg["text"]) + [tok.eod_id]
             span += 1
@@ -104,7 +106,7 @@ def test_jsonl_text_byte_range_partitions_equal_one(tmp_path, tiny_docs, tiny_to
     ds = InterleavedLowLevelDataset(outs[0], tiny_tokenizer)
     assert ds.audio is None and ds.num_documents == len(tiny_docs)
     text = "".join(s["text"] for s in tiny_docs[5]["segments"])
-    assert list(ds.text[5][0]) == tiny_tokenizer.tokenize(text) + [tiny_tokenizer.eod_id]
+    assert list(ds.text[5][0]) == [tiny_tokenizer.bos_id] + tiny_tokenizer.tokenize(text) + [tiny_tokenizer.eod_id]
 
 
 def test_a_failed_merge_publishes_nothing_and_a_rerun_reuses_finished_partitions(
