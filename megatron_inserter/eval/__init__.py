@@ -1,10 +1,17 @@
 """Evaluation: ``inserter eval`` (entry point :func:`megatron_inserter.eval.cli.main`).
 
-* ``responder``: the ``Responder`` protocol every evaluation asks for text, and ``EvalRequest``.
-* ``speechinstructbench``: SpeechInstructBench (closed-ended IFEval checks, open-ended and adjustment
-  judged by an LLM).
-* ``asr`` (+ ``text_norm``): WER / CER; ``audio_qa``: instruction + audio -> label accuracy;
-  ``compare``: result files side by side.
-* ``judge``: HTTP (OpenAI-compatible) and local judges with retries; ``generate``, ``records``,
-  ``parallel``: resumable, data-parallel generation and atomic outputs.
+Reading order:
+
+* ``cli``: the flags of every task (one dataclass each; the generation flags declared once) and the runs.
+* ``pipeline``: the one path of every task: rows -> requests -> answers -> gather -> score -> write;
+  a task supplies only how to load its rows, build a request, score and write (``EvalTask``).
+* ``responder``: the ``Responder`` protocol every evaluation asks for text, ``EvalRequest``, loading the
+  model-backed responder and choosing its prompt template.
+* ``answers``, ``parallel``, ``records``: resumable answer logs, data-parallel slices and the gather,
+  JSON-lines input and atomic outputs; ``skips``: rows that cannot be used, with id and reason.
+* Tasks: ``asr`` (+ ``text_norm``): WER / CER; ``audio_qa``: instruction + audio -> label accuracy
+  (``manifest`` reads both manifests); ``speechinstructbench``: closed-ended IFEval checks, open-ended and
+  adjustment judged by an LLM.
+* ``judge`` (+ ``judge_http``): HTTP (OpenAI-compatible) and local judges with retries, deadlines and
+  redaction; ``compare``: result files side by side.
 """

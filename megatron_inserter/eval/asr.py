@@ -8,7 +8,8 @@ The model is asked to transcribe each clip (the prompt depends on the language).
 are normalized as described in :mod:`megatron_inserter.eval.text_norm`. When NeMo is importable, its
 ``word_error_rate`` is computed on the same normalized texts and must agree (``nemo_cross_check`` in the
 results). Outputs in ``--output``: ``asr_hypotheses.jsonl`` (resumable), ``asr_scored.jsonl``,
-``asr_results.json`` and ``asr_results.md``.
+``asr_results.json`` and ``asr_results.md``. Rows without a string ``audio_filepath`` and ``text``, or whose
+audio file is missing, are skipped and listed (file:line and reason) on stderr and in the results.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ def load_manifest(path: Path, config: AsrConfig, skips: Skips | None = None) -> 
 
 class AsrTask(EvalTask):
     command, kind, stem = "asr", "asr", "asr_hypotheses"
+    table = "asr_results.md"
 
     def __init__(self, manifest: Path, config: AsrConfig):
         super().__init__(config)
@@ -101,7 +103,7 @@ class AsrTask(EvalTask):
         out = Path(self.config.output_dir)
         write_jsonl_atomic(out / "asr_scored.jsonl", rows)
         write_json_atomic(out / "asr_results.json", results)
-        write_text_atomic(out / "asr_results.md", markdown(results["metrics"], results["details"], self.config.name))
+        write_text_atomic(out / self.table, markdown(results["metrics"], results["details"], self.config.name))
 
 
 def normalize(text: str, lang: str) -> str:

@@ -2,7 +2,8 @@
 
 Manifest rows (jsonl): ``audio_filepath`` (or ``audio``/``file``; relative to the manifest), ``instruction``,
 ``label`` (or ``target``/``answer``), optional ``task`` (scores are also given per task) and ``candidates``
-(the allowed labels; default: every label of the row's task in the manifest).
+(the allowed labels; default: every label of the row's task in the manifest). Rows missing a field or
+their audio are skipped and listed (file:line and reason) on stderr and in the results.
 
 Matching rule (also written into the results as ``matching_rule``): texts are normalized (NFKC, lower case,
 punctuation to spaces, whitespace collapsed). The response is correct when it equals the label, or when
@@ -154,6 +155,7 @@ def markdown(metrics: dict, per_task: dict, name: str) -> str:
 
 class AudioQaTask(EvalTask):
     command, kind, stem = "audio-qa", "audio_qa", "audio_qa_responses"
+    table = "audio_qa_results.md"
 
     def __init__(self, manifest: Path, config: AudioQaConfig):
         super().__init__(config)
@@ -179,7 +181,7 @@ class AudioQaTask(EvalTask):
         out = Path(self.config.output_dir)
         write_jsonl_atomic(out / "audio_qa_scored.jsonl", rows)
         write_json_atomic(out / "audio_qa_results.json", results)
-        write_text_atomic(out / "audio_qa_results.md", markdown(results["metrics"], results["details"],
+        write_text_atomic(out / self.table, markdown(results["metrics"], results["details"],
                                                                 self.config.name))
 
 

@@ -235,7 +235,24 @@ def run_speechinstructbench(flags: SpeechInstructBenchFlags) -> int:
             judge = judge(responder)
         results = runner.run(Path(flags.bench_dir), responder, judge, config, loaded=loaded)
     if results is not None:
-        print((config.output_dir / "results.md").read_text(encoding="utf-8"))
+        print((config.output_dir / runner.SpeechInstructBenchTask.table).read_text(encoding="utf-8"))
+    return 0
+
+
+def _manifest(flags) -> Path:
+    manifest = Path(flags.manifest)
+    if not manifest.is_file():
+        raise UsageError(f"--manifest {manifest} does not exist (a jsonl file, one row per clip)")
+    return manifest
+
+
+def _generate_and_score(flags: GenerationFlags, task) -> int:
+    """Run a task of the evaluation pipeline with the checkpoint's responder; rank 0 prints the table."""
+    from megatron_inserter.eval.pipeline import run
+
+    results = run(task, _responder(flags, task.prog))
+    if results is not None:
+        print((task.config.output_dir / task.table).read_text(encoding="utf-8"))
     return 0
 
 
@@ -247,13 +264,7 @@ def run_asr(flags: AsrFlags) -> int:
     prompts.update({k: v for k, v in (("en", flags.prompt_en), ("zh", flags.prompt_zh)) if v is not None})
     config = asr.AsrConfig(**_common(flags), language=flags.language, prompts=prompts,
                            system_prompt=flags.system_prompt, nemo_cross_check=flags.nemo_cross_check)
-    manifest = Path(flags.manifest)
-    if not manifest.is_file():
-        raise UsageError(f"--manifest {manifest} does not exist (a jsonl file, one row per clip)")
-    results = asr.run_asr(manifest, _responder(flags, f"{PROG} asr"), config)
-    if results is not None:
-        print((config.output_dir / "asr_results.md").read_text(encoding="utf-8"))
-    return 0
+    return _generate_and_score(flags, asr.AsrTask(_manifest(flags), config))
 
 
 def run_audio_qa(flags: AudioQaFlags) -> int:
@@ -261,13 +272,7 @@ def run_audio_qa(flags: AudioQaFlags) -> int:
 
     _check_generation(flags)
     config = audio_qa.AudioQaConfig(**_common(flags), system_prompt=flags.system_prompt)
-    manifest = Path(flags.manifest)
-    if not manifest.is_file():
-        raise UsageError(f"--manifest {manifest} does not exist (a jsonl file, one row per clip)")
-    results = audio_qa.run_audio_qa(manifest, _responder(flags, f"{PROG} audio-qa"), config)
-    if results is not None:
-        print((config.output_dir / "audio_qa_results.md").read_text(encoding="utf-8"))
-    return 0
+    return _generate_and_score(flags, audio_qa.AudioQaTask(_manifest(flags), config))
 
 
 def run_compare(flags: CompareFlags) -> int:

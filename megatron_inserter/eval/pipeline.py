@@ -46,6 +46,7 @@ class EvalTask:
     command = "eval"  # the `inserter eval` subcommand, for messages
     kind = "eval"  # results.json "kind"
     stem = "responses"  # answers log: <output>/<stem>.jsonl
+    table = "results.md"  # the Markdown table the command prints
 
     def __init__(self, config: EvalConfig):
         self.config = config

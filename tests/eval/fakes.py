@@ -182,6 +182,12 @@ class FakeChatServer:
             def log_message(self, *args):
                 pass
 
+            def handle(self):
+                try:
+                    super().handle()
+                except OSError:  # the client gave up (a timeout test)
+                    pass
+
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append(
@@ -215,7 +221,7 @@ class FakeChatServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
 
     def __enter__(self):
         self.thread.start()
@@ -234,3 +240,55 @@ class ChatTokenizer:
 
     def tokenize(self, text):
         return self.MARKERS.get(text) or [10 + ord(c) % 100 for c in text]
+
+
+def chat_completion(texts) -> bytes:
+    return json.dumps({"choices": [{"message": {"role": "assistant", "content": t}} for t in texts]}).encode()
+
+
+class ScriptedServer:
+    """An HTTP server on 127.0.0.1 that records every request (any method) and lets ``handle(handler,
+    request, count)`` write the reply by hand (``handler.wfile``), including broken ones."""
+
+    def __init__(self, handle):
+        self.requests = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _any(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                request = {"method": self.command, "path": self.path, "auth": self.headers.get("Authorization"),
+                           "body": body}
+                server.requests.append(request)
+                try:
+                    handle(self, request, len(server.requests))
+                except OSError:  # the client went away
+                    pass
+
+            do_GET = do_POST = do_PUT = do_HEAD = _any
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.root = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.url = self.root + "/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def reply(handler, status=200, body=b"", headers=()):
+    handler.send_response(status)
+    for name, value in headers:
+        handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)

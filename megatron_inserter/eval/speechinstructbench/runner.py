@@ -82,6 +82,7 @@ def build_request(row: dict, config: RunConfig) -> EvalRequest | str:
 
 class SpeechInstructBenchTask(EvalTask):
     command, kind, stem = "speechinstructbench", "speechinstructbench", "responses"
+    table = "results.md"
 
     def __init__(
         self,
@@ -158,7 +159,7 @@ class SpeechInstructBenchTask(EvalTask):
         out = Path(self.config.output_dir)
         write_jsonl_atomic(out / "scored.jsonl", rows)
         write_json_atomic(out / "results.json", results)
-        write_text_atomic(out / "results.md", report.leaderboard_markdown(results["details"], self.config.name))
+        write_text_atomic(out / self.table, report.leaderboard_markdown(results["details"], self.config.name))
 
 
 def load_benchmark(bench_dir: Path, config: RunConfig) -> tuple[list[dict], layout.LoadReport]:
