@@ -35,9 +35,12 @@ class FrameSpec:
 
     @property
     def min_samples(self) -> int:
-        """Shortest clip that yields at least one output frame."""
-        n = 1
+        """Shortest clip that yields at least one output frame (a whole number of hops: the count depends on
+        ``n // hop_length`` only)."""
+        n = self.hop_length
         while _window_frames(n, self) == 0:
+            if n >= self.max_window_samples:
+                raise ValueError(f"{self}: no clip within one window yields an output frame")
             n += self.hop_length
         return n
 

@@ -106,3 +106,18 @@ def test_train_tokenizer_cli_is_deterministic(tmp_path):
     for name in ("a", "b"):
         assert main(["--input", str(corpus), "--vocab-size", "400", "--output", str(tmp_path / f"{name}.model")]) == 0
     assert (tmp_path / "a.model").read_bytes() == (tmp_path / "b.model").read_bytes()
+
+
+def test_bos_comes_from_the_model_and_batches_tokenize_as_single_texts(tmp_path):
+    sp = build_tokenizer("sentencepiece", train_sentencepiece(TEXTS, str(tmp_path / "t.model"), 400))
+    assert sp.bos_id == 2 and sp.id_to_piece(sp.bos_id) == "<s>" and sp.special_ids()["bos_id"] == 2
+    qwen_like = build_tokenizer("huggingface", _hf_tokenizer_dir(tmp_path / "hf", with_audio_tokens=True))
+    assert qwen_like.bos_id is None  # no bos_token in its tokenizer_config.json
+    llama_dir = _hf_tokenizer_dir(tmp_path / "llama", with_audio_tokens=True)
+    with open(os.path.join(llama_dir, "tokenizer_config.json"), "w") as f:
+        json.dump({"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>"}, f)
+    assert build_tokenizer("huggingface", llama_dir).bos_id == 0
+    texts = TEXTS[:3] + ["", "unseen 龘 characters"]
+    for tok in (sp, qwen_like):
+        batch = tok.tokenize_batch(texts)
+        assert [list(map(int, ids)) for ids in batch] == [tok.tokenize(t) for t in texts]

@@ -6,14 +6,16 @@ import torch
 from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
 
 
-def write_megatron_text_dataset(prefix: str, texts: list[str], tok, sentences_per_doc: int = 1) -> None:
-    """One sequence per sentence (split on '.' when ``sentences_per_doc`` > 1), eod appended to the last,
-    the smallest dtype for the vocabulary (uint16 here), no sidecar, no modes."""
+def write_megatron_text_dataset(prefix: str, texts: list[str], tok, sentences_per_doc: int = 1,
+                                append_eod: bool = True) -> None:
+    """One sequence per sentence (split on '.' when ``sentences_per_doc`` > 1), eod appended to the last
+    (``--append-eod``), the smallest dtype for the vocabulary (uint16 here), no sidecar, no modes."""
     builder = IndexedDatasetBuilder(prefix + ".bin", dtype=DType.optimal_dtype(tok.vocab_size))
     for text in texts:
         parts = [text] if sentences_per_doc == 1 else [p + "." for p in text.split(".") if p]
         ids = [tok.tokenize(p) for p in parts]
-        ids[-1] = ids[-1] + [tok.eod_id]
+        if append_eod:
+            ids[-1] = ids[-1] + [tok.eod_id]
         builder.add_document(torch.tensor([i for s in ids for i in s]), [len(s) for s in ids])
     builder.finalize(prefix + ".idx")
 
