@@ -60,7 +60,7 @@ class GenerationFlags(OutputFlags):
     prompt_template: str = arg("auto", "prompt layout: auto = chatml when the checkpoint's tokenizer has "
                                "<|im_start|>/<|im_end|> tokens, else plain (said on stderr)",
                                choices=TEMPLATE_CHOICES, group=GEN)
-    responder_arg: list = arg([], "extra keyword for build_responder (repeatable; VALUE parsed as JSON when "
+    responder_arg: list = arg([], "extra keyword for build_responder (repeatable; VALUE parsed as JSON when "  # noqa: RUF009
                               "possible)", repeat=True, metavar="KEY=VALUE", group=GEN)
     system_prompt: str | None = arg(None, "system prompt of every request (chatml)", group=GEN)
     temperature: float = arg(0.0, "sampling temperature; 0 = greedy", group=GEN)
@@ -124,7 +124,7 @@ class AudioQaFlags(GenerationFlags):
 
 @dataclass
 class CompareFlags:
-    results: list = arg([], "results JSON files of `inserter eval`", positional=True, required=True)
+    results: list = arg([], "results JSON files of `inserter eval`", positional=True, required=True)  # noqa: RUF009
     output: str | None = arg(None, "also write the table to this file", metavar="PATH")
 
 
@@ -138,9 +138,9 @@ def _sampling(flags: GenerationFlags):
 def _common(flags: GenerationFlags) -> dict:
     """The EvalConfig fields every task shares."""
     source = flags.load or getattr(flags, "score_only", None) or flags.output
-    return dict(output_dir=Path(flags.output), name=flags.name or Path(str(source)).resolve().name or "model",
-                sampling=_sampling(flags), batch_size=flags.batch_size, dp_rank=flags.dp_rank,
-                dp_size=flags.dp_size, gather_timeout_s=flags.gather_timeout, progress=flags.progress)
+    return {"output_dir": Path(flags.output), "name": flags.name or Path(str(source)).resolve().name or "model",
+            "sampling": _sampling(flags), "batch_size": flags.batch_size, "dp_rank": flags.dp_rank,
+            "dp_size": flags.dp_size, "gather_timeout_s": flags.gather_timeout, "progress": flags.progress}
 
 
 def _check_generation(flags: GenerationFlags) -> None:

@@ -9,14 +9,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from megatron_inserter.errors import DataError
+
 
 def load_result(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: cannot read a results JSON ({err})") from err
+        raise DataError(f"{path}: cannot read a results JSON ({err})") from err
     if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
-        raise ValueError(f"{path}: not a results file of `inserter eval` (no 'metrics' object)")
+        raise DataError(f"{path}: not a results file of `inserter eval` (no 'metrics' object)")
     return data
 
 

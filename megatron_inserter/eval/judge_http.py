@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import http.client
 import io
-import socket
 import time
 import urllib.parse
 import urllib.request
@@ -223,7 +222,7 @@ def post(url: Url, body: bytes, headers: dict[str, str], deadline: float, max_by
         if response.length:  # the server closed before sending Content-Length bytes
             raise http.client.IncompleteRead(b"".join(chunks), response.length)
         return Reply(response.status, response.headers, b"".join(chunks))
-    except socket.timeout as err:  # the per-operation timeout is the time that was left
+    except TimeoutError as err:  # the per-operation timeout is the time that was left
         raise DeadlineExceeded(str(err) or "timed out") from None
     finally:
         conn.close()

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from megatron_inserter.eval.records import BadLine, read_jsonl
-from megatron_inserter.eval.speechinstructbench.choices import LANGUAGE_ALIASES, LANGUAGES, TASKS, VARIANTS  # noqa: F401
+from megatron_inserter.eval.speechinstructbench.choices import LANGUAGE_ALIASES, LANGUAGES, TASKS, VARIANTS
 from megatron_inserter.eval.speechinstructbench.text_units import contains_cjk
 
 AUDIO_FIELDS = ("audio_path", "audio", "audio_filepath")

@@ -26,7 +26,12 @@ from megatron_inserter.errors import DataError, UsageError
 from megatron_inserter.eval.judge import Judge, JudgeConfig
 from megatron_inserter.eval.pipeline import EvalConfig, EvalTask, finish
 from megatron_inserter.eval.pipeline import run as run_task
-from megatron_inserter.eval.records import read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from megatron_inserter.eval.records import (
+    read_jsonl,
+    write_json_atomic,
+    write_jsonl_atomic,
+    write_text_atomic,
+)
 from megatron_inserter.eval.responder import EvalRequest, Responder
 from megatron_inserter.eval.speechinstructbench import layout, report, text_units
 from megatron_inserter.eval.speechinstructbench.choices import MODALITIES  # noqa: F401 (re-exported)
@@ -35,7 +40,7 @@ from megatron_inserter.eval.speechinstructbench.judged import tally_judged
 from megatron_inserter.eval.speechinstructbench.judging import NO_JUDGE, judge_rows
 from megatron_inserter.eval.speechinstructbench.layout import META
 
-_BAD_LINE_RE = re.compile(r"(.*?:\d+): (.*)", re.S)
+_BAD_LINE_RE = re.compile(r"(.*?:\d+): (.*)", re.DOTALL)
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful AI assistant. Please answer the question based on the provided audio."
 )

@@ -28,7 +28,13 @@ from nltk.tokenize.punkt import (
     PunktSentenceTokenizer,
 )
 
+from megatron_inserter.errors import InserterError
 from megatron_inserter.eval.speechinstructbench.choices import PUNKT_OFFLINE, PUNKT_TAB, SPLITTER_CHOICES
+
+
+class MissingSentenceModel(InserterError, LookupError):
+    """NLTK's punkt_tab data was asked for and is not installed."""
+
 
 CJK_RE = re.compile(r"[\u4e00-\u9fff]")
 CHINESE_SENTENCE_END_RE = re.compile(r"[！？。]")
@@ -92,7 +98,7 @@ def english_sentence_splitter(source: str = "auto") -> tuple[PunktSentenceTokeni
             return PunktTokenizer("english"), PUNKT_TAB
         except LookupError as err:
             if source == PUNKT_TAB:
-                raise LookupError(
+                raise MissingSentenceModel(
                     "NLTK's punkt_tab English model is not installed: run "
                     "`python -m nltk.downloader punkt_tab` "
                     "on a machine with network access and point NLTK_DATA at it, or use the offline splitter "
