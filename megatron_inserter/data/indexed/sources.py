@@ -1,18 +1,19 @@
 """Preprocessing inputs: webdataset tar shards of interleaved documents, or jsonl text.
 
-Everything streams: a shard is read member by member (``tarfile`` stream mode), a jsonl file line by line
-from a byte range, so memory stays flat whatever the corpus size. A bad record is a counted skip with its
-reason; it never stops the run.
+Everything streams: a shard is read member by member (``tarfile`` stream mode) and each document is parsed
+by ``megatron_inserter.data.document.from_members`` (the shard format's one reader); jsonl text is read by
+``megatron_inserter.data.text_inputs`` (the one text reader: plain, .gz, .zst, checked end to end). Memory
+stays flat whatever the corpus size. A bad record is a counted skip with its reason (the first few also
+shown on stderr with their file and line or shard and key); it never stops the run.
 
-Partitions are contiguous runs of input (whole shards, or byte ranges of jsonl files cut at line starts),
-so merging them in order gives exactly the document order of a single sequential pass.
+Partitions are contiguous runs of input (whole files, or byte ranges of plain jsonl files cut at line
+starts), so merging them in order gives exactly the document order of a single sequential pass.
 """
 
 from __future__ import annotations
 
 import glob
 import itertools
-import json
 import os
 import tarfile
 import zlib
@@ -22,10 +23,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from megatron_inserter.data import text_inputs
+from megatron_inserter.data.document import ShardRecordError, SpeechSegment, from_members, split_member_name
 from megatron_inserter.data.indexed.audio_store import AudioDecodeError, decode_audio
+from megatron_inserter.data.text_inputs import SkipReport
+from megatron_inserter.errors import DataError
 
 SHARD_EXTENSIONS = (".tar", ".tar.gz", ".tgz")
-JSONL_EXTENSIONS = (".jsonl", ".json", ".jsonl.zst")
+JSONL_EXTENSIONS = text_inputs.TEXT_SUFFIXES
+_SPLITTABLE = (".jsonl", ".json", ".ndjson")  # plain text: cut into byte ranges for more partitions
+# The text reader's skip reasons under the names preprocessing has always counted them.
+_JSONL_REASONS = {"invalid_json": "bad_json", "invalid_utf8": "bad_json", "not_an_object": "bad_json",
+                  "text_not_a_string": "bad_json", "missing_text_key": "missing_json_key"}
 
 
 @dataclass
@@ -46,11 +55,13 @@ class Document:
 
 @dataclass(frozen=True)
 class InputRange:
-    """A whole shard (end = -1) or the lines of a jsonl file starting in [start, end)."""
+    """A whole file (end = -1) or the lines of a plain jsonl file starting in [start, end); ``first_line``
+    is the number of the line at ``start``."""
 
     path: str
     start: int = 0
     end: int = -1
+    first_line: int = 1
 
 
 class SkipDocument(Exception):
@@ -59,22 +70,34 @@ class SkipDocument(Exception):
         self.reason = reason
 
 
+class _CountingReport(SkipReport):
+    """A ``SkipReport`` that counts under preprocessing's reason names."""
+
+    def add(self, reason: str, where: str, detail: str | None = None) -> None:
+        super().add(_JSONL_REASONS.get(reason, reason), where,
+                    detail or text_inputs.SKIP_REASONS.get(reason))
+
+
 def input_kind(path: str) -> str:
     if path.endswith(SHARD_EXTENSIONS):
         return "shards"
     if path.endswith(JSONL_EXTENSIONS):
         return "jsonl"
-    raise ValueError(f"input {path!r}: unknown kind (expected {SHARD_EXTENSIONS} shards or {JSONL_EXTENSIONS} text)")
+    raise DataError(f"input {path!r}: unknown kind (expected {'/'.join(SHARD_EXTENSIONS)} shards or "
+                    f"{'/'.join(JSONL_EXTENSIONS)} text)")
 
 
 def expand_inputs(inputs: list[str]) -> tuple[str, list[str]]:
-    """Directories, globs and files -> (kind, sorted file list). All inputs must be of one kind."""
+    """Directories, globs and files -> (kind, sorted file list). All inputs must be of one kind. A directory
+    holding shards gives its shards (its stats*.json are not inputs); otherwise its jsonl files."""
     files: list[str] = []
     for item in inputs:
-        if os.path.isdir(item):  # a shard directory (its stats*.json are not inputs), else jsonl files
+        if os.path.isdir(item):
             names = sorted(os.listdir(item))
-            found = [os.path.join(item, n) for n in names if n.endswith(SHARD_EXTENSIONS)] or [
-                os.path.join(item, n) for n in names if n.endswith((".jsonl", ".jsonl.zst"))]
+            found = [os.path.join(item, n) for n in names if n.endswith(SHARD_EXTENSIONS)]
+            if not found:
+                found = [os.path.join(item, n) for n in names
+                         if n.endswith(text_inputs.DIRECTORY_SUFFIXES) and not n.startswith(".")]
         elif any(c in item for c in "*?["):
             found = sorted(glob.glob(item))
         else:
@@ -86,7 +109,7 @@ def expand_inputs(inputs: list[str]) -> tuple[str, list[str]]:
         files.extend(found)
     kinds = {input_kind(f) for f in files}
     if len(kinds) > 1:
-        raise ValueError(f"inputs mix shards and jsonl ({sorted(kinds)}): preprocess them separately")
+        raise DataError(f"inputs mix shards and jsonl ({sorted(kinds)}): preprocess them separately")
     return kinds.pop(), files
 
 
@@ -95,13 +118,13 @@ def plan_partitions(files: list[str], num_partitions: int) -> list[list[InputRan
     ranges: list[InputRange] = []
     sizes: list[int] = []
     for f in files:
-        if f.endswith((".jsonl", ".json")) and num_partitions > len(files):
+        if f.endswith(_SPLITTABLE) and num_partitions > len(files):
             size = os.path.getsize(f)
             pieces = -(-num_partitions // len(files))
-            cuts = [_line_start(f, size * i // pieces) for i in range(pieces)] + [size]
-            for a, b in itertools.pairwise(cuts):
+            cuts = _line_starts(f, [size * i // pieces for i in range(pieces)]) + [(size, 0)]
+            for (a, line), (b, _) in itertools.pairwise(cuts):
                 if b > a:
-                    ranges.append(InputRange(f, a, b))
+                    ranges.append(InputRange(f, a, b, line))
                     sizes.append(b - a)
         else:
             ranges.append(InputRange(f))
@@ -117,135 +140,102 @@ def plan_partitions(files: list[str], num_partitions: int) -> list[list[InputRan
     return [g for g in groups if g]
 
 
-def _line_start(path: str, offset: int) -> int:
-    """First line start at or after ``offset``."""
-    if offset == 0:
-        return 0
+def _line_starts(path: str, offsets: list[int]) -> list[tuple[int, int]]:
+    """For each offset (ascending): the first line start at or after it and that line's number, found in one
+    pass over the file. A line starts at 0 and after every ``\\n``."""
+    out: list[tuple[int, int]] = []
+    todo = list(offsets)
+    while todo and todo[0] <= 0:
+        out.append((0, 1))
+        todo.pop(0)
+    base = newlines = 0  # bytes read before the current chunk, and the line ends among them
     with open(path, "rb") as f:
-        f.seek(offset - 1)
-        if f.read(1) == b"\n":
-            return offset
-        f.readline()
-        return f.tell()
-
-
-def read_jsonl(r: InputRange, json_key: str, skipped: Counter) -> Iterator[Document]:
-    """Text documents from the lines of ``r``; each line a JSON object with ``json_key``."""
-    for n, line in _jsonl_lines(r):
-        if not line.strip():
-            continue
-        try:
-            text = json.loads(line)[json_key]
-        except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
-            skipped["bad_json"] += 1
-            continue
-        except KeyError:
-            skipped["missing_json_key"] += 1
-            continue
-        if not isinstance(text, str):
-            skipped["bad_json"] += 1
-            continue
-        yield Document(f"{r.path}:{n}", [Segment(text)])
-
-
-def _jsonl_lines(r: InputRange) -> Iterator[tuple[int, bytes]]:
-    if r.path.endswith(".zst"):
-        import zstandard
-
-        with open(r.path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as zf:
-            import io
-
-            for n, line in enumerate(io.BufferedReader(zf)):
-                yield n, line
-        return
-    with open(r.path, "rb") as f:
-        f.seek(r.start)
-        pos, n = r.start, 0
-        end = r.end if r.end >= 0 else float("inf")
-        while pos < end:
-            line = f.readline()
-            if not line:
+        while todo:
+            chunk = f.read(text_inputs.READ_CHUNK)
+            if not chunk:
                 break
-            yield n, line
-            pos += len(line)
-            n += 1
+            while todo and todo[0] - 1 - base < len(chunk):
+                nl = chunk.find(b"\n", max(todo[0] - 1 - base, 0))
+                if nl < 0:
+                    break  # the line goes on in the next chunk
+                out.append((base + nl + 1, newlines + chunk.count(b"\n", 0, nl + 1) + 1))
+                todo.pop(0)
+            base += len(chunk)
+            newlines += chunk.count(b"\n")
+    out += [(base, newlines + 1)] * len(todo)
+    return out
 
 
-def read_shard(path: str, skipped: Counter) -> Iterator[Document]:
-    """Documents of one webdataset shard (``KEY.json`` + ``KEY.{i}.flac``). A truncated or corrupt tar
-    keeps the documents read before the damage and counts ``shard_truncated``."""
-    for key, members in _grouped_members(path, skipped):
+def read_jsonl(r: InputRange, json_key: str, skipped: Counter, report: SkipReport | None = None
+               ) -> Iterator[Document]:
+    """Text documents from the lines of ``r``; each line a JSON object with a string ``json_key``. Bad lines
+    are counted in ``skipped`` (and the first few shown on stderr with file:line); a compressed file is read
+    only as far as it is verified (a damaged tail counts ``corrupt_stream``; a file with nothing verified
+    raises ``CorruptInputError``)."""
+    report = report or _CountingReport(skipped, prog="inserter")
+    end = None if r.end < 0 else r.end
+    for rec in text_inputs.read_file_records(r.path, json_key, report, start=r.start, end=end,
+                                             first_line=r.first_line):
+        yield Document(f"{r.path}:{rec.line}", [Segment(rec.text)])
+
+
+def read_shard(path: str, skipped: Counter, report: SkipReport | None = None) -> Iterator[Document]:
+    """Documents of one webdataset shard, parsed by ``data.document.from_members``, audio decoded to int16
+    PCM. A malformed document is a counted skip (its ``ShardRecordError`` reason, ``bad_audio``,
+    ``empty_audio``); a truncated or corrupt tar keeps the documents read before the damage and counts
+    ``shard_truncated``."""
+    report = report or SkipReport(skipped, prog="inserter")
+    for key, members in _grouped_members(path, report):
         try:
-            yield parse_document(key, members)
-        except SkipDocument as e:
-            skipped[e.reason] += 1
+            doc, audio = from_members(members, shard=path)
+            segments = [Segment(s.text, _decode(s, audio[s.audio], path, key)) if isinstance(s, SpeechSegment)
+                        else Segment(s.text) for s in doc.segments]
+        except (ShardRecordError, SkipDocument) as e:
+            report.add(e.reason, f"{path}: document {key!r}", e.what if isinstance(e, ShardRecordError) else None)
+            continue
+        yield Document(doc.id, segments)
 
 
-def _grouped_members(path: str, skipped: Counter) -> Iterator[tuple[str, dict[str, bytes]]]:
+def _decode(seg: SpeechSegment, data: bytes, path: str, key: str) -> np.ndarray:
+    try:
+        audio = decode_audio(data)
+    except AudioDecodeError as e:
+        raise SkipDocument(getattr(e, "reason", "bad_audio")) from None
+    if audio.size == 0:
+        raise SkipDocument("empty_audio")
+    return audio
+
+
+def _grouped_members(path: str, report: SkipReport) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """``(key, {member name: bytes})`` per document, in tar order."""
     key, members = None, {}
     try:
         with tarfile.open(path, "r|*") as tar:
             for info in tar:
                 if not info.isfile():
                     continue
-                k, ext = _split_key(info.name)
+                k, _ = split_member_name(info.name)
                 if k != key and key is not None:
                     yield key, members
                     members = {}
                 key = k
                 f = tar.extractfile(info)
-                members[ext] = f.read() if f is not None else b""
-    except (tarfile.TarError, EOFError, OSError, zlib.error):
-        skipped["shard_truncated"] += 1
+                members[info.name] = f.read() if f is not None else b""
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        report.add("shard_truncated", path, f"the tar ends or breaks after {key!r} ({e}); the documents before "
+                                            "it are used")
         return
     if key is not None:
         yield key, members
 
 
-def _split_key(name: str) -> tuple[str, str]:
-    """webdataset's rule: the key is the path up to the first dot of the file name."""
-    directory, base = os.path.split(name)
-    stem, _, ext = base.partition(".")
-    return (os.path.join(directory, stem) if directory else stem), ext
-
-
-def parse_document(key: str, members: dict[str, bytes]) -> Document:
-    if "json" not in members:
-        raise SkipDocument("missing_json")
-    try:
-        meta = json.loads(members["json"])
-        raw_segments = meta["segments"]
-        if not isinstance(raw_segments, list):
-            raise TypeError
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-        raise SkipDocument("bad_json") from None
-    segments = []
-    for seg in raw_segments:
-        if not isinstance(seg, dict) or not isinstance(seg.get("text"), str):
-            raise SkipDocument("bad_json")
-        if seg.get("type") == "speech":
-            name = seg.get("audio")
-            if name not in members:
-                raise SkipDocument("missing_audio")
-            try:
-                audio = decode_audio(members[name])
-            except AudioDecodeError:
-                raise SkipDocument("bad_audio") from None
-            if audio.size == 0:
-                raise SkipDocument("empty_audio")
-            segments.append(Segment(seg["text"], audio))
-        elif seg.get("type") == "text":
-            segments.append(Segment(seg["text"]))
-        else:
-            raise SkipDocument("bad_json")
-    return Document(str(meta.get("id", key)), segments)
-
-
 def read_shard_texts(path: str, skipped: Counter) -> Iterator[str]:
     """The full text of each document of a shard (all segments joined), read from the JSON only."""
-    for _, members in _grouped_members(path, skipped):
+    report = SkipReport(skipped, prog="inserter")
+    for key, members in _grouped_members(path, report):
         try:
-            segments = json.loads(members["json"])["segments"]
-            yield "".join(s["text"] for s in segments)
-        except (KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError):
-            skipped["bad_json"] += 1
+            doc, _ = from_members(members, shard=path)
+        except ShardRecordError as e:
+            report.add(e.reason, f"{path}: document {key!r}", e.what)
+            continue
+        yield doc.text

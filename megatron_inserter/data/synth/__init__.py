@@ -2,16 +2,18 @@
 
 One document travels through these modules in order:
 
-  corpus.py    jsonl/.gz/.zst lines -> ``Document`` (or a counted skip reason)
-  language.py  ``lang`` field or a CJK-ratio guess -> "en" / "zh"
-  spans.py     words and sentences -> the spans that are read aloud (deterministic per seed + id)
-  speakers.py  the synthetic speaker pool a span's voice is drawn from
-  tts/         text -> 16 kHz mono float32 audio (espeak-ng in-process, or NeMo FastPitch + HiFi-GAN)
-  document.py  spans + audio -> the sample's segments (failed spans fall back to text)
-  shards.py    samples -> webdataset tar shards, written to a temporary name and renamed when complete
-  plan.py      input files -> work units (file, chunk of lines) -> (rank, shard index), a pure function
-  worker.py    one work unit -> one shard + its completion manifest, in a fresh process
-  pipeline.py  schedules units over worker processes, resumes, shows progress, writes stats
-  config.py    the run's dataclass config; stats.py its counters; preload.py what workers start with
-  cli.py       the command line (``inserter synth``)
+  ../text_inputs.py  jsonl/.gz/.zst files -> checked, numbered raw lines (the reader shared with preprocess)
+  corpus.py      a line -> ``Document``: id, clean text (no control characters), language; or a skip reason
+  language.py    ``lang`` field or a CJK-ratio guess -> "en" / "zh"; the language each span is spoken in
+  spans.py       words and sentences -> the spans that are read aloud (deterministic per seed + id)
+  speakers.py    the synthetic speaker pools a span's voice is drawn from
+  tts/           text -> 16 kHz mono float32 audio (espeak-ng in-process, or NeMo FastPitch + HiFi-GAN)
+  interleave.py  spans + audio -> a ``data.document.ShardDocument`` (unspeakable or failed spans stay text)
+  shards.py      documents -> webdataset tar shards (through ``data.document``), manifests, run arguments
+  plan.py        input files -> work units (file, chunk of lines) -> (rank, shard index), duplicate ids
+  worker.py      one work unit -> one shard + its completion manifest, in a fresh process
+  pipeline.py    schedules units over worker processes, resumes, shows progress, writes stats
+  config.py      the run's configuration = the command's flags; stats.py its counters; preload.py what
+                 workers start with
+  cli.py         the command line (``inserter synth``)
 """

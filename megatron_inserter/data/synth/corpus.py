@@ -1,32 +1,28 @@
-"""Reading the input corpus: jsonl files (plain, .gz, .zst), given as files, globs or directories.
+"""One input line -> a ``Document`` to synthesize, or the reason it is skipped.
 
-Lines are read as raw bytes; turning one line into a ``Document`` (or a skip reason) happens in
-``parse_document`` so that one bad line never stops a file.
+Files are found and read by ``megatron_inserter.data.text_inputs`` (plain, .gz, .zst, checked end to end);
+this module gives a line its document id, language and clean text. Control characters and terminal escape
+sequences (ANSI CSI/OSC) are removed from the text before anything else sees it, so they are never spoken
+and never kept in a transcript or a text segment; the count is kept on the document.
 """
 
 from __future__ import annotations
 
-import glob
-import gzip
-import io
-import json
-import os
-from collections.abc import Iterator
+import re
 from dataclasses import dataclass
 
 from megatron_inserter.data.synth.language import guess_language, normalize_language
+from megatron_inserter.data.text_inputs import has_lone_surrogate, parse_record
 
-JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".jsonl.zstd", ".json.gz", ".json.zst", ".ndjson")
-
-
-class InputError(ValueError):
-    """The input specification cannot be used; the message names the path and the fix."""
-
-
-@dataclass(frozen=True)
-class InputFile:
-    path: str  # absolute path
-    source: str  # name used in document ids and the ``source`` field (relative to the input root)
+# ESC-introduced sequences: CSI (ESC [ ... final byte), OSC (ESC ] ... BEL or ESC \), other two-byte escapes;
+# their 8-bit forms (CSI = \x9b, OSC = \x9d); then any other C0/C1 control except tab, newline and return.
+_ESCAPES = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"
+    r"|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+    r"|\x1b[@-Z\\^_]"
+    r"|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
+)
+_CONTROL_SPACES = re.compile(r"[\x0b\x0c\x1c-\x1f\x85]")  # controls that separate words: become a space
 
 
 @dataclass(frozen=True)
@@ -36,101 +32,44 @@ class Document:
     lang: str
     source: str
     line: int
+    removed_controls: int = 0  # control characters / escape-sequence characters taken out of the text
 
 
-def _glob_root(pattern: str) -> str:
-    """The longest leading directory of ``pattern`` without glob characters."""
-    parts = pattern.split(os.sep)
-    root = []
-    for p in parts:
-        if glob.has_magic(p):
-            break
-        root.append(p)
-    return os.sep.join(root) or "."
+def strip_controls(text: str) -> tuple[str, int]:
+    """``text`` without control characters and terminal escape sequences, and how many characters went.
+    Controls that separate words (vertical tab, form feed, separators, NEL) become a space."""
+    spaced = _CONTROL_SPACES.sub(" ", text)
+    cleaned = _ESCAPES.sub("", spaced)
+    return cleaned, len(text) - len(cleaned)
 
 
-def expand_inputs(specs: list[str] | tuple[str, ...]) -> list[InputFile]:
-    """Files, globs and directories -> input files in a fixed order (each spec's matches sorted by path)."""
-    out: list[InputFile] = []
-    seen_paths: set[str] = set()
-    seen_sources: dict[str, str] = {}
-    for spec in specs:
-        if os.path.isdir(spec):
-            found = []
-            for dirpath, dirnames, filenames in os.walk(spec):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                found += [os.path.join(dirpath, f) for f in filenames if f.endswith(JSONL_SUFFIXES)]
-            if not found:
-                raise InputError(f"input directory {spec!r} holds no {'/'.join(JSONL_SUFFIXES)} files")
-            pairs = [(p, os.path.relpath(p, spec)) for p in sorted(found)]
-        elif glob.has_magic(spec):
-            matches = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
-            if not matches:
-                raise InputError(f"input pattern {spec!r} matches no files")
-            root = _glob_root(spec)
-            pairs = [(p, os.path.relpath(p, root)) for p in matches]
-        elif os.path.isfile(spec):
-            pairs = [(spec, os.path.basename(spec))]
-        else:
-            raise InputError(f"input {spec!r} does not exist (give jsonl files, globs or directories)")
-        for path, source in pairs:
-            apath = os.path.abspath(path)
-            if apath in seen_paths:
-                continue
-            if source in seen_sources:
-                raise InputError(
-                    f"inputs {seen_sources[source]!r} and {apath!r} both get the document-id prefix {source!r}; "
-                    "pass their common parent directory instead so the ids stay unique"
-                )
-            seen_paths.add(apath)
-            seen_sources[source] = apath
-            out.append(InputFile(apath, source.replace(os.sep, "/")))
-    if not out:
-        raise InputError("no input files given")
-    return out
+def document_id(record: dict, source: str, line: int) -> str | None:
+    """The record's ``id`` (a string or integer), else ``SOURCE:LINE``; ``None`` for an unusable id."""
+    raw_id = record.get("id")
+    if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or not str(raw_id):
+        return f"{source}:{line}"
+    doc_id = str(raw_id)
+    return None if has_lone_surrogate(doc_id) else doc_id
 
 
-def _open_binary(path: str) -> io.BufferedIOBase:
-    if path.endswith(".gz"):
-        return gzip.open(path, "rb")
-    if path.endswith((".zst", ".zstd")):
-        import zstandard
-
-        raw = open(path, "rb")  # noqa: SIM115 - closed by the reader (closefd=True)
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
-    return open(path, "rb")
-
-
-def iter_raw_lines(path: str) -> Iterator[bytes]:
-    """Raw lines of a (possibly compressed) file, without the line terminator."""
-    with _open_binary(path) as stream:
-        for line in stream:
-            yield line.rstrip(b"\r\n")
+def read_line(raw: bytes, source: str, line: int, json_key: str) -> tuple[dict | None, str | None, str | None]:
+    """The first step of ``parse_document``: ``(record, document id, None)`` or ``(None, None, skip reason)``.
+    A line that passes it claims its document id (a later line with the same id is a duplicate)."""
+    record, _, reason = parse_record(raw, json_key)
+    if reason is not None:
+        return None, None, reason
+    doc_id = document_id(record, source, line)
+    if doc_id is None:
+        return None, None, "lone_surrogate"
+    return record, doc_id, None
 
 
-def parse_document(raw: bytes, source: str, line: int, json_key: str) -> tuple[Document | None, str | None]:
-    """One jsonl line -> ``(Document, None)`` or ``(None, skip reason)``. Never raises on bad data."""
-    if not raw.strip():
-        return None, "blank_line"
-    try:
-        decoded = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None, "invalid_utf8"
-    try:
-        record = json.loads(decoded)
-    except (json.JSONDecodeError, RecursionError):
-        return None, "invalid_json"
-    if not isinstance(record, dict):
-        return None, "not_an_object"
-    if json_key not in record:
-        return None, "missing_text_key"
-    text = record[json_key]
-    if not isinstance(text, str):
-        return None, "text_not_a_string"
+def make_document(record: dict, doc_id: str, source: str, line: int, json_key: str
+                  ) -> tuple[Document | None, str | None]:
+    """The second step: clean text and language -> ``(Document, None)`` or ``(None, skip reason)``."""
+    text, removed = strip_controls(record[json_key])
     if not text.strip():
         return None, "empty_text"
-    raw_id = record.get("id")
-    doc_id = str(raw_id) if isinstance(raw_id, (str, int)) and str(raw_id) else f"{source}:{line}"
     lang_field = record.get("lang")
     if isinstance(lang_field, str) and lang_field.strip():
         lang = normalize_language(lang_field)
@@ -138,4 +77,12 @@ def parse_document(raw: bytes, source: str, line: int, json_key: str) -> tuple[D
         lang = guess_language(text)
     if lang is None:
         return None, "unsupported_language"
-    return Document(id=doc_id, text=text, lang=lang, source=source, line=line), None
+    return Document(id=doc_id, text=text, lang=lang, source=source, line=line, removed_controls=removed), None
+
+
+def parse_document(raw: bytes, source: str, line: int, json_key: str) -> tuple[Document | None, str | None]:
+    """One jsonl line -> ``(Document, None)`` or ``(None, skip reason)``. Never raises on bad data."""
+    record, doc_id, reason = read_line(raw, source, line, json_key)
+    if reason is not None:
+        return None, reason
+    return make_document(record, doc_id, source, line, json_key)

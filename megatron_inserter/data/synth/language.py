@@ -1,4 +1,5 @@
-"""Which language a document is in: its ``lang`` field when present, else a character-class guess."""
+"""Which language a document is in (its ``lang`` field when present, else a character-class guess), and
+which language each span must be spoken in (from its own letters)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def guess_language(text: str, sample_chars: int = 2000) -> str | None:
         if is_cjk(ch):
             cjk += 1
         elif ch.isalpha():
-            if ch.isascii() or "\u00c0" <= ch <= "\u024f":  # ASCII and Latin-1 / Latin Extended letters
+            if is_latin(ch):
                 latin += 1
             else:
                 other += 1
@@ -46,3 +47,30 @@ def guess_language(text: str, sample_chars: int = 2000) -> str | None:
     if latin / letters >= 0.7:
         return "en"
     return None
+
+
+def is_latin(ch: str) -> bool:
+    """ASCII, Latin-1 and Latin Extended-A/B letters: what the English voices read."""
+    return ch.isascii() or "\u00c0" <= ch <= "\u024f"
+
+
+def span_language(text: str, default: str) -> str | None:
+    """The language a span must be spoken in, from its letters: ``"zh"`` when they are all CJK ideographs,
+    ``"en"`` when all Latin, ``default`` when it has no letters (digits, punctuation); ``None`` when it mixes
+    scripts or holds letters of another script (kana, Cyrillic, ...): such a span stays text, since no single
+    voice reads it correctly (an English voice says "Chinese letter" for each ideograph)."""
+    cjk = latin = False
+    for ch in text:
+        if is_cjk(ch):
+            cjk = True
+        elif ch.isalpha():
+            if not is_latin(ch):
+                return None
+            latin = True
+        if cjk and latin:
+            return None
+    if cjk:
+        return "zh"
+    if latin:
+        return "en"
+    return default

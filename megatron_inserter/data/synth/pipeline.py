@@ -22,27 +22,30 @@ import traceback
 from dataclasses import dataclass, field
 
 from megatron_inserter.data.synth.config import SynthConfig
-from megatron_inserter.data.synth.corpus import expand_inputs
-from megatron_inserter.data.synth.document import MIN_SPEECH_SAMPLES
-from megatron_inserter.data.synth.plan import PlanErrors, WorkUnit, iter_units
+from megatron_inserter.data.synth.interleave import MIN_SPEECH_SAMPLES
+from megatron_inserter.data.synth.plan import PlanErrors, WorkUnit, check_inputs, iter_units
 from megatron_inserter.data.synth.shards import (
     MANIFEST_DIR,
-    atomic_write_json,
     check_run_arguments,
     is_complete,
+    manifest_path,
+    read_manifest,
     read_manifests,
     remove_stale_temporaries,
     shard_stem,
+    write_json,
 )
-from megatron_inserter.data.synth.stats import SynthStats, merge
+from megatron_inserter.data.synth.stats import SKIP_REASONS, SynthStats, merge
 from megatron_inserter.data.synth.tts import (
     TTSRequest,
     TTSUnavailableError,
     build_backend,
     check_backend_inputs,
 )
+from megatron_inserter.data.text_inputs import CorruptInputError, SkipReport, compression_of, expand_inputs
 
 MAX_ATTEMPTS_PER_UNIT = 2
+LISTED_SKIPS = 20  # skipped lines shown on stderr per run; all are listed in the manifests
 PROBE_TEXT = {"en": "Hello there, this is a test.", "zh": "你好，这是一个测试。"}
 
 
@@ -170,10 +173,46 @@ def _log(msg: str) -> None:
     print(f"[synth] {msg}", file=sys.stderr, flush=True)
 
 
+def _check_inputs(files) -> dict:
+    """Check every compressed input end to end before any work: nothing verified is an error naming the
+    file; a damaged tail is announced (its lines are not used)."""
+    if any(compression_of(f.path) for f in files):
+        _log("checking the compressed inputs end to end")
+    checks = check_inputs(files)
+    for path, check in checks.items():
+        if not check.ok and check.verified_bytes == 0:
+            raise CorruptInputError(path, check.fault)
+        if not check.ok:
+            _log(f"warning: {path}: {check.fault}; only the lines before the damage are used (re-create the "
+                 "file to use all of it)")
+    return checks
+
+
+def _show_skips(output_dir: str, stem: str, source: str, skips: SkipReport) -> None:
+    if skips.shown > skips.show:
+        return
+    try:
+        listed = read_manifest(manifest_path(output_dir, stem)).get("skipped_lines") or []
+    except (OSError, ValueError):
+        return
+    for item in listed:
+        if not isinstance(item, dict):
+            continue
+        reason = str(item.get("reason"))
+        detail = SKIP_REASONS.get(reason, reason)
+        if reason == "duplicate_id":
+            detail = f"document id {item.get('id')!r} was already used at {item.get('first')}"
+        skips.add(reason, f"{source}:{item.get('line')}", detail)
+        if skips.shown > skips.show:
+            print(f"inserter synth: (every skipped line is listed in {MANIFEST_DIR}/*.json)", file=sys.stderr)
+            return
+
+
 def run_synthesis(cfg: SynthConfig) -> RunResult:
     t0 = time.monotonic()
     check_backend_inputs(cfg)
-    files = expand_inputs(cfg.inputs)
+    files = expand_inputs(cfg.input)
+    checks = _check_inputs(files)
     os.makedirs(os.path.join(cfg.output_dir, MANIFEST_DIR), exist_ok=True)
     fingerprint = cfg.fingerprint()
     fingerprint["inputs"] = [f.path for f in files]
@@ -187,7 +226,9 @@ def run_synthesis(cfg: SynthConfig) -> RunResult:
     ctx = _context()
     progress_queue = ctx.Queue()
     errors = PlanErrors(files=[])
-    units = iter_units(files, cfg.shard_size, cfg.speech_ratio, cfg.rank, cfg.world_size, errors)
+    units = iter_units(files, cfg.shard_limit, cfg.speech_ratio, cfg.rank, cfg.world_size, errors,
+                       json_key=cfg.json_keys, checks=checks)
+    skips = SkipReport(prog="inserter synth", show=LISTED_SKIPS)
     running: dict[int, tuple] = {}  # unit index -> (process, unit, attempt)
     result = RunResult(SynthStats())
     bar = _Progress(cfg.progress)
@@ -213,7 +254,7 @@ def run_synthesis(cfg: SynthConfig) -> RunResult:
                 unit = next(units, None)
                 if unit is None:
                     exhausted = True
-                elif is_complete(cfg.output_dir, shard_stem(cfg.name, unit.rank, unit.shard_index)):
+                elif is_complete(cfg.output_dir, shard_stem(cfg.name, unit.rank, unit.shard_index), unit.planned):
                     result.units_resumed += 1
                 else:
                     start(unit, 1)
@@ -226,8 +267,9 @@ def run_synthesis(cfg: SynthConfig) -> RunResult:
                 proc.join()
                 del running[index]
                 stem = shard_stem(cfg.name, unit.rank, unit.shard_index)
-                if proc.exitcode == 0 and is_complete(cfg.output_dir, stem):
+                if proc.exitcode == 0 and is_complete(cfg.output_dir, stem, unit.planned):
                     result.units_done += 1
+                    _show_skips(cfg.output_dir, stem, unit.file.source, skips)
                 elif attempt < MAX_ATTEMPTS_PER_UNIT:
                     _log(f"worker for {stem} ({unit.file.source} from line {unit.first_line}) exited with "
                          f"{proc.exitcode}; retrying")
@@ -258,11 +300,11 @@ def _write_stats(cfg: SynthConfig, result: RunResult, errors: PlanErrors) -> Non
         "units_resumed": result.units_resumed, "failed_units": result.failed_units,
         "unreadable_input": errors.files, "wall_seconds_this_run": result.wall_seconds,
     })
-    atomic_write_json(os.path.join(cfg.output_dir, f"stats-{cfg.rank:05d}.json"), rank_summary)
+    write_json(os.path.join(cfg.output_dir, f"stats-{cfg.rank:05d}.json"), rank_summary)
     run_manifests = read_manifests(cfg.output_dir, cfg.name)
     run_summary = merge(SynthStats.from_dict(m["stats"]) for m in run_manifests).summary()
     run_summary.update({
         "world_size": cfg.world_size, "units_complete": len(run_manifests), "unreadable_input": errors.files,
         "tts": cfg.tts, "span_mode": cfg.span_mode, "target_speech_ratio": cfg.speech_ratio,
     })
-    atomic_write_json(os.path.join(cfg.output_dir, "stats.json"), run_summary)
+    write_json(os.path.join(cfg.output_dir, "stats.json"), run_summary)

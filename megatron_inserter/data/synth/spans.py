@@ -1,9 +1,10 @@
 """Which parts of a document are read aloud (InSerter's span selection).
 
-Words: English by whitespace, Chinese by jieba word segmentation; a "word" must hold a letter, digit or
-ideograph (punctuation tokens are not counted). Spans start at a word's first character and end at a
-word's last character (plus punctuation glued to it), so a span never cuts a word and the whitespace
-around it stays in the neighbouring text. Spans never touch: at least one word of text lies between
+Words: English by whitespace, Chinese by jieba word segmentation (also for Chinese quoted inside an
+English document); a "word" must hold a letter, digit or ideograph (punctuation tokens are not counted).
+Sentences end at ``.!?`` before a space and at ``。！？；`` in either language. Spans start at a word's
+first character and end at a word's last character (plus punctuation glued to it), so a span never cuts
+a word and the whitespace around it stays in the neighbouring text. Spans never touch: at least one word of text lies between
 two spans, so text and speech alternate.
 
   word mode      random spans of ``min_words``..``max_words`` words until about ``ratio`` of the words
@@ -27,9 +28,9 @@ import numpy as np
 
 # Closing punctuation that belongs to the word before it (kept inside a span that ends at that word).
 TRAILING_PUNCT = set(",.!?;:'\")]}，。！？；：、”’」』）】》…—～")
-_EN_SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s|$)")
 SENTENCE_TRIALS = 8  # random selections tried per document; the one nearest the target wins
-_ZH_SENTENCE_END = re.compile(r"[。！？；]+[”’」』）)]*|[.!?]+[\"'”’)\]]*(?=\s|$)")
+_SENTENCE_END = re.compile(r"[。！？；]+[”’」』）)]*|[.!?]+[\"'”’)\]]*(?=\s|$)")
+_CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
 
 
 @dataclass(frozen=True)
@@ -87,17 +88,24 @@ def warm_up_segmenter() -> None:
 def split_words(text: str, lang: str) -> list[tuple[int, int]]:
     """Character ranges of the words of ``text``."""
     if lang == "zh":
-        tokens = ((s, e) for _, s, e in _jieba_module().tokenize(text))
+        tokens = [(s, e) for _, s, e in _jieba_module().tokenize(text)]
     else:
-        tokens = ((m.start(), m.end()) for m in re.finditer(r"\S+", text))
+        tokens = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+        if _CJK.search(text):  # Chinese inside an English document: its words, not one run per space
+            tokens = [word for s, e in tokens for word in _segment_cjk(text, s, e)]
     return [(s, e) for s, e in tokens if any(ch.isalnum() for ch in text[s:e])]
+
+
+def _segment_cjk(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    if not _CJK.search(text, start, end):
+        return [(start, end)]
+    return [(start + a, start + b) for _, a, b in _jieba_module().tokenize(text[start:end])]
 
 
 def split_sentences(text: str, lang: str) -> list[tuple[int, int]]:
     """Character ranges of the sentences of ``text``, without surrounding whitespace."""
-    pattern = _ZH_SENTENCE_END if lang == "zh" else _EN_SENTENCE_END
     out, start = [], 0
-    ends = [m.end() for m in pattern.finditer(text)] + [len(text)]
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)] + [len(text)]
     for end in ends:
         s, e = start, end
         while s < e and text[s].isspace():

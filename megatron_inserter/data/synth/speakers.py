@@ -69,3 +69,26 @@ def choose_speakers(pool: list[str], num_spans: int, policy: str, rng: np.random
     if policy == "span":
         return [pool[int(i)] for i in rng.integers(len(pool), size=num_spans)]
     raise ValueError(f"unknown speaker policy {policy!r}")
+
+
+def choose_speakers_by_language(pools: dict[str, list[str]], languages: list[str | None], main: str, policy: str,
+                                rng: np.random.Generator) -> list[str | None]:
+    """A speaker per span from the pool of the span's language (``None`` for a span that stays text).
+
+    The draws for the document's ``main`` language come first and are exactly those of ``choose_speakers``
+    over all spans; spans of another language then draw from their own pool (per span, or once per
+    language with ``policy="document"``), so a single-language document gets the same voices as ever.
+    """
+    out: list[str | None] = list(choose_speakers(pools[main], len(languages), policy, rng))
+    per_language: dict[str, str] = {}
+    for i, lang in enumerate(languages):
+        if lang is None:
+            out[i] = None
+        elif lang != main:
+            if policy == "document":
+                if lang not in per_language:
+                    per_language[lang] = choose_speakers(pools[lang], 1, policy, rng)[0]
+                out[i] = per_language[lang]
+            else:
+                out[i] = choose_speakers(pools[lang], 1, policy, rng)[0]
+    return out

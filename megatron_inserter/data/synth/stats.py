@@ -5,6 +5,18 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 
+from megatron_inserter.data.text_inputs import SKIP_REASONS as LINE_SKIP_REASONS
+
+# Why a line was not synthesized: the reader's reasons, then synthesis's own.
+SKIP_REASONS = {
+    **LINE_SKIP_REASONS,
+    "duplicate_id": "its document id was already used by an earlier line",
+    "unsupported_language": "its language is not one the TTS backend speaks",
+    "too_short": "too few words for one span",
+    "no_speakable_span": "every span mixes scripts or uses one no voice reads",
+    "tts_failed": "speech synthesis failed for every span",
+}
+
 
 @dataclass
 class SynthStats:
@@ -13,6 +25,8 @@ class SynthStats:
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> documents
     docs_by_lang: dict[str, int] = field(default_factory=dict)  # written documents per language
     spans: int = 0  # speech spans written
+    spans_by_lang: dict[str, int] = field(default_factory=dict)  # written spans per spoken language
+    spans_unspeakable: int = 0  # mixed or unsupported script: the span stayed text
     spans_failed: int = 0  # TTS failed after retries: the span stayed text
     spans_capped: int = 0  # over --max-speech-seconds-per-doc: the span stayed text
     tts_retries: int = 0
@@ -21,6 +35,8 @@ class SynthStats:
     speech_seconds: float = 0.0
     tts_seconds: float = 0.0  # time spent inside the TTS backend
     worker_seconds: float = 0.0  # wall time of the worker processes
+    docs_cleaned: int = 0  # written documents that had control characters / escape sequences removed
+    control_chars_removed: int = 0
     shards: int = 0  # shard files written
     shard_bytes: int = 0
 

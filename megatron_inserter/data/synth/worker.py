@@ -5,21 +5,17 @@ from __future__ import annotations
 import os
 import time
 
+from megatron_inserter.data.document import document_key
 from megatron_inserter.data.synth.config import SynthConfig
-from megatron_inserter.data.synth.corpus import parse_document
-from megatron_inserter.data.synth.document import build_sample
+from megatron_inserter.data.synth.corpus import make_document, read_line
+from megatron_inserter.data.synth.interleave import build_sample
 from megatron_inserter.data.synth.plan import WorkUnit
-from megatron_inserter.data.synth.shards import (
-    ShardWriter,
-    atomic_write_json,
-    manifest_path,
-    sample_key,
-    shard_stem,
-)
+from megatron_inserter.data.synth.shards import ShardWriter, manifest_path, shard_stem, write_json
 from megatron_inserter.data.synth.stats import SynthStats
 from megatron_inserter.data.synth.tts.base import TTSBackend
 
 PROGRESS_EVERY_S = 0.5
+MAX_LISTED_SKIPS = 1000  # skipped lines listed (with line number and reason) in a manifest; all are counted
 
 
 def process_unit(unit: WorkUnit, cfg: SynthConfig, backend: TTSBackend, report=None) -> SynthStats:
@@ -32,26 +28,40 @@ def process_unit(unit: WorkUnit, cfg: SynthConfig, backend: TTSBackend, report=N
     shard_name = f"{stem}.tar"
     stats = SynthStats()
     writer: ShardWriter | None = None
-    keys: set[str] = set()
+    claimed: dict[str, int] = {}  # sample key -> line that claimed the id, within this unit
+    skipped_lines: list[dict] = []
     pending_docs, pending_seconds, last_report = 0, 0.0, time.monotonic()
     try:
         for offset, raw in enumerate(unit.lines):
+            line = unit.first_line + offset
             stats.docs_read += 1
             pending_docs += 1
-            doc, reason = parse_document(raw, unit.file.source, unit.first_line + offset, cfg.json_key)
-            if doc is not None and sample_key(doc.id) in keys:
-                doc, reason = None, "duplicate_id"
-            if doc is not None:
-                sample, reason, doc_stats = build_sample(doc, cfg, backend)
-                stats.add(doc_stats)
-                if sample is not None:
-                    if writer is None:
-                        writer = ShardWriter(os.path.join(cfg.output_dir, shard_name))
-                    writer.add_sample(sample.key, sample.meta, sample.audio_members)
-                    keys.add(sample.key)
-                    pending_seconds += doc_stats.speech_seconds
+            record, doc_id, reason = read_line(raw, unit.file.source, line, cfg.json_keys)
+            skip = {}
+            if doc_id is not None:
+                key = document_key(doc_id)
+                first = unit.duplicates.get(offset) or (
+                    f"{unit.file.source}:{claimed[key]}" if key in claimed else None)
+                claimed.setdefault(key, line)
+                if first is not None:
+                    reason, skip = "duplicate_id", {"id": doc_id, "first": first}
+                else:
+                    doc, reason = make_document(record, doc_id, unit.file.source, line, cfg.json_keys)
+                    if doc is not None:
+                        sample, reason, doc_stats = build_sample(doc, cfg, backend)
+                        stats.add(doc_stats)
+                        if sample is not None:
+                            if writer is None:
+                                writer = ShardWriter(os.path.join(cfg.output_dir, shard_name))
+                            writer.add(sample.document, sample.audio)
+                            pending_seconds += doc_stats.speech_seconds
+                            if doc.removed_controls:
+                                stats.docs_cleaned += 1
+                                stats.control_chars_removed += doc.removed_controls
             if reason is not None:
                 stats.skip(reason)
+                if len(skipped_lines) < MAX_LISTED_SKIPS:
+                    skipped_lines.append({"line": line, "reason": reason, **skip})
             if report is not None and time.monotonic() - last_report >= PROGRESS_EVERY_S:
                 report(pending_docs, pending_seconds)
                 pending_docs, pending_seconds, last_report = 0, 0.0, time.monotonic()
@@ -72,6 +82,7 @@ def process_unit(unit: WorkUnit, cfg: SynthConfig, backend: TTSBackend, report=N
         "num_lines": len(unit.lines),
         "unit_index": unit.unit_index,
         "stats": stats.to_dict(),
+        "skipped_lines": skipped_lines,
     }
-    atomic_write_json(manifest_path(cfg.output_dir, stem), manifest)
+    write_json(manifest_path(cfg.output_dir, stem), manifest)
     return stats

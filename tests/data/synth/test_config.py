@@ -2,8 +2,7 @@
 
 import pytest
 
-from megatron_inserter.data.synth.cli import resolve_rank
-from megatron_inserter.data.synth.config import ShardSize, SynthConfig, parse_shard_size
+from megatron_inserter.data.synth.config import ShardSize, SynthConfig, parse_shard_size, resolve_rank
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -25,10 +24,10 @@ def test_bad_shard_sizes_are_rejected(text):
 
 def test_config_validation():
     with pytest.raises(ValueError, match="speech-ratio"):
-        SynthConfig(inputs=("a",), output_dir="o", speech_ratio=1.0)
+        SynthConfig(input=("a",), output_dir="o", speech_ratio=1.0)
     with pytest.raises(ValueError, match="rank"):
-        SynthConfig(inputs=("a",), output_dir="o", rank=2, world_size=2)
-    fp = SynthConfig(inputs=("a",), output_dir="o", workers=3).fingerprint()
+        SynthConfig(input=("a",), output_dir="o", rank=2, world_size=2)
+    fp = SynthConfig(input=("a",), output_dir="o", workers=3).fingerprint()
     assert "workers" not in fp and "rank" not in fp and fp["world_size"] == 1
 
 
@@ -39,3 +38,35 @@ def test_rank_from_flags_or_slurm_array():
     assert resolve_rank(None, None, env) == (2, 4)
     with pytest.raises(ValueError):
         resolve_rank(1, None, {})
+
+
+def test_the_flags_are_the_configuration():
+    from megatron_inserter.flags import parse_flags
+
+    argv = ["--input", "a.jsonl", "b/", "--output-dir", "out", "--span-mode", "sentence", "--shard-size", "3",
+            "--no-progress", "--no-text-normalization", "--rank", "1", "--world-size", "2"]
+    cfg = parse_flags(SynthConfig, argv, "inserter synth")
+    assert cfg == SynthConfig(input=("a.jsonl", "b/"), output_dir="out", span_mode="sentence", shard_size="3",
+                              progress=False, text_normalization=False, rank=1, world_size=2)
+    assert cfg.speech_ratio == 0.4 and cfg.shard_limit == ShardSize(max_docs=3) and cfg.json_keys == "text"
+    # earlier runs stored these keys in synth-run.json; a resume compares against them
+    assert sorted(cfg.fingerprint()) == sorted([
+        "inputs", "tts", "span_mode", "speech_ratio", "seed", "json_key", "min_span_words", "max_span_words",
+        "speaker_policy", "shard_size", "world_size", "max_speech_seconds_per_doc", "tts_model", "vocoder_model",
+        "name", "espeak_engine", "text_normalization", "tts_attempts"])
+    assert SynthConfig(input=("a",), output_dir="o", shard_size=ShardSize(max_bytes=10**9)).fingerprint()[
+        "shard_size"] == SynthConfig(input=("a",), output_dir="o").fingerprint()["shard_size"] == "1000000000B"
+
+
+def test_help_shows_each_default_once_and_imports_no_heavy_stack(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "megatron_inserter.data.synth.cli", "--help"],
+                         capture_output=True, text=True, timeout=120, check=True)
+    assert "--input PATH [PATH ...]" in out.stdout and "(required)" in out.stdout
+    assert "--shard-size SIZE" in out.stdout and "(default: 1GB)" in out.stdout
+    assert "--no-progress" in out.stdout and "--tts-attempts" not in out.stdout
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in out.stderr.splitlines() if "|" in line}
+    assert "megatron_inserter" in imported
+    assert not imported & {"torch", "megatron", "nemo", "numpy", "soundfile", "jieba"}

@@ -1,47 +1,11 @@
-"""Input reading: files, globs, directories, compression, document ids, and every bad-record class."""
+"""A line -> a document to synthesize: document ids, language, control characters, every bad-record class."""
 
-import gzip
 import json
 
 import pytest
-import zstandard
 
-from megatron_inserter.data.synth.corpus import InputError, expand_inputs, iter_raw_lines, parse_document
-from megatron_inserter.data.synth.language import guess_language, normalize_language
-
-LINES = [json.dumps({"text": f"document number {i}"}).encode() for i in range(5)]
-
-
-def _write_all_formats(d):
-    (d / "sub").mkdir(parents=True)
-    (d / "a.jsonl").write_bytes(b"\n".join(LINES) + b"\n")
-    with gzip.open(d / "sub" / "b.jsonl.gz", "wb") as f:
-        f.write(b"\n".join(LINES))  # no trailing newline
-    (d / "sub" / "c.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(b"\r\n".join(LINES) + b"\r\n"))
-    (d / "notes.txt").write_text("ignored")
-
-
-def test_compressed_and_plain_files_read_the_same_lines(tmp_path):
-    _write_all_formats(tmp_path)
-    files = expand_inputs([str(tmp_path)])
-    assert [f.source for f in files] == ["a.jsonl", "sub/b.jsonl.gz", "sub/c.jsonl.zst"]
-    for f in files:
-        assert list(iter_raw_lines(f.path)) == LINES
-
-
-def test_globs_files_and_missing_inputs(tmp_path):
-    _write_all_formats(tmp_path)
-    files = expand_inputs([str(tmp_path / "**" / "*.jsonl*")])
-    assert sorted(f.source for f in files) == ["a.jsonl", "sub/b.jsonl.gz", "sub/c.jsonl.zst"]
-    assert [f.source for f in expand_inputs([str(tmp_path / "a.jsonl")])] == ["a.jsonl"]
-    with pytest.raises(InputError, match="does not exist"):
-        expand_inputs([str(tmp_path / "nope.jsonl")])
-    with pytest.raises(InputError, match="matches no files"):
-        expand_inputs([str(tmp_path / "*.parquet")])
-    (tmp_path / "other").mkdir()
-    (tmp_path / "other" / "a.jsonl").write_bytes(LINES[0])
-    with pytest.raises(InputError, match="document-id prefix"):
-        expand_inputs([str(tmp_path / "a.jsonl"), str(tmp_path / "other" / "a.jsonl")])
+from megatron_inserter.data.synth.corpus import parse_document, strip_controls
+from megatron_inserter.data.synth.language import guess_language, normalize_language, span_language
 
 
 def test_document_id_is_the_id_field_else_file_and_line():
@@ -79,3 +43,34 @@ def test_language_field_and_guess():
     assert guess_language("12345 !!!") is None
     doc, _ = parse_document(json.dumps({"text": "今天天气很好", "lang": "zh-CN"}).encode(), "a", 1, "text")
     assert doc.lang == "zh"
+
+
+@pytest.mark.parametrize("raw,reason", [
+    (b'{"text": "a \\ud800 b"}', "lone_surrogate"),
+    (b'{"id": "x\\udc00", "text": "Hello there."}', "lone_surrogate"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested_too_deep"),
+    (b'{"text": "\\u001b[31m\\u0007\\u0000"}', "empty_text"),  # nothing left once the controls are gone
+])
+def test_hostile_records_become_skip_reasons(raw, reason):
+    doc, got = parse_document(raw, "a.jsonl", 1, "text")
+    assert doc is None and got == reason
+
+
+def test_control_characters_and_terminal_escapes_leave_the_text():
+    text = "Red \x1b[1;31malert\x1b[0m here\x07, a title\x1b]0;owned\x07 and\x0bmore\x00 words\u009b2J."
+    cleaned, removed = strip_controls(text)
+    assert cleaned == "Red alert here, a title and more words."
+    assert removed == len(text) - len(cleaned)
+    doc, _ = parse_document(json.dumps({"text": text}).encode(), "a.jsonl", 1, "text")
+    assert doc.text == cleaned and doc.removed_controls == removed
+    kept = "Tabs\tand\nnewlines\r\nstay, as do emoji \U0001F600 and 中文。"
+    assert strip_controls(kept) == (kept, 0)
+
+
+def test_a_span_is_spoken_in_the_language_of_its_own_letters():
+    assert span_language("the quick brown fox", "zh") == "en"
+    assert span_language("我们去公园散步吧", "en") == "zh"
+    assert span_language("在 Python 里写代码", "zh") is None  # mixed scripts: no single voice reads it
+    assert span_language("Привет мир", "en") is None
+    assert span_language("2024, 3.14!", "zh") == "zh"  # no letters: the document's language
+    assert span_language("café crème brûlée", "zh") == "en"

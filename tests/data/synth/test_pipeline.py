@@ -3,10 +3,9 @@
 import ctypes
 import json
 
-import pytest
-
+from megatron_inserter.data.document import from_members
 from megatron_inserter.data.synth.cli import main
-from tests.data.synth.conftest import shard_bytes, synth_args, write_corpus
+from tests.data.synth.conftest import demo_records, shard_bytes, synth_args, write_corpus
 from tests.data.synth.test_shards import read_samples
 
 
@@ -75,6 +74,60 @@ def test_missing_models_and_missing_espeak_fail_before_any_work(tmp_path, capsys
     assert not out.exists()
 
 
-def test_unknown_flags_are_errors():
-    with pytest.raises(SystemExit):
-        main(["--input", "x", "--output-dir", "y", "--no-such-flag"])
+def test_unknown_flags_are_errors(capsys):
+    assert main(["--input", "x", "--output-dir", "y", "--no-such-flag"]) == 2
+    assert capsys.readouterr().err.strip() == "inserter synth: error: unrecognized arguments: --no-such-flag"
+    assert main(["--input", "x", "--output-dir", "y", "--span-mod", "word"]) == 2
+    assert "did you mean: --span-mod -> --span-mode" in capsys.readouterr().err
+
+
+def test_a_compressed_input_that_fails_its_check_stops_the_run_before_any_work(tmp_path, capsys):
+    write_corpus(tmp_path / "c", n_docs=4, bad=False)
+    blob = bytearray((tmp_path / "c" / "b.jsonl.gz").read_bytes())
+    blob[-8] ^= 0x01  # CRC-32 of the only member
+    (tmp_path / "c" / "b.jsonl.gz").write_bytes(bytes(blob))
+    assert main(synth_args(tmp_path / "c", tmp_path / "out")) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("inserter synth: error: ") and "b.jsonl.gz: gzip member 1 is damaged" in err[-1]
+    assert not (tmp_path / "out").exists()
+
+
+def test_hostile_documents_duplicates_mixed_scripts_and_control_characters(tmp_path, capsys):
+    en, zh = [r["text"] for r in demo_records(40) if r["lang"] == "en"], [
+        r["text"] for r in demo_records(40) if r["lang"] == "zh"]
+    mixed = f"{en[0]} {zh[0]} {en[1]}"
+    dirty = en[2].replace(" ", " \x1b[1;31m", 3).replace(".", ".\x07", 2)
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    rows_a = [{"id": "mixed", "text": mixed}, {"id": "twice", "text": dirty}]
+    rows_b = [{"id": "twice", "text": en[3]}, {"id": "other", "text": en[4]}]
+    for name, rows in (("a.jsonl", rows_a), ("b.jsonl", rows_b)):
+        (corpus / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    out = tmp_path / "out"
+    assert main(synth_args(corpus, out, "--shard-size", "1", "--span-mode", "sentence", "--speech-ratio",
+                           "0.6")) == 0
+    err = capsys.readouterr().err
+    assert "skipped b.jsonl:1: document id 'twice' was already used at a.jsonl:2" in err
+
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["skipped"] == {"duplicate_id": 1} and stats["docs_written"] == 3
+    assert stats["docs_cleaned"] == 1 and stats["control_chars_removed"] == 3 * len("\x1b[1;31m") + 2
+    manifests = [json.loads(p.read_text()) for p in sorted((out / "manifests").glob("*.json"))]
+    assert [m["skipped_lines"] for m in manifests if m["skipped_lines"]] == [
+        [{"line": 1, "reason": "duplicate_id", "id": "twice", "first": "a.jsonl:2"}]]
+
+    docs = {}
+    for sample in read_samples(out):
+        members = {f"{sample['__key__']}.{k}": v for k, v in sample.items() if not k.startswith("__")}
+        doc, _ = from_members(members)
+        docs[doc.id] = doc
+    assert sorted(docs) == ["mixed", "other", "twice"]
+    assert docs["twice"].text == dirty.replace("\x1b[1;31m", "").replace("\x07", "")  # the first one, cleaned
+    assert not any(ch < " " for doc in docs.values() for ch in doc.text)
+    spoken = {seg.language for seg in docs["mixed"].speech}
+    for seg in docs["mixed"].speech:
+        zh_letters = [ch for ch in seg.text if "\u4e00" <= ch <= "\u9fff"]
+        assert seg.language == ("zh" if zh_letters else "en")
+        assert seg.speaker.startswith("espeak:cmn" if zh_letters else "espeak:en")
+        assert seg.tts == "espeak" and seg.tts_model.startswith("espeak-ng") and seg.controls.speed > 0
+    assert spoken == {"en", "zh"}

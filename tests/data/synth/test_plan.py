@@ -1,10 +1,13 @@
 """Work units: a pure function of the input and the arguments, split across ranks without overlap."""
 
 import gzip
+import json
+
+import pytest
 
 from megatron_inserter.data.synth.config import ShardSize
-from megatron_inserter.data.synth.corpus import expand_inputs
 from megatron_inserter.data.synth.plan import AUDIO_BYTES_PER_TEXT_BYTE, PlanErrors, iter_units
+from megatron_inserter.data.text_inputs import CorruptInputError, expand_inputs
 
 
 def _files(tmp_path, sizes=(7, 3, 0, 5)):
@@ -44,10 +47,32 @@ def test_byte_target_cuts_units_by_estimated_shard_size(tmp_path):
 
 
 def test_truncated_compressed_file_keeps_the_lines_before_the_damage(tmp_path):
-    data = gzip.compress(b"".join(b'{"text": "line %d"}\n' % j for j in range(2000)))
-    (tmp_path / "bad.jsonl.gz").write_bytes(data[: len(data) // 2])
+    first = gzip.compress(b"".join(b'{"text": "line %d"}\n' % j for j in range(1000)))  # a complete member
+    second = gzip.compress(b"".join(b'{"text": "line %d"}\n' % j for j in range(1000, 2000)))
+    (tmp_path / "bad.jsonl.gz").write_bytes(first + second[: len(second) // 2])
     errors = PlanErrors(files=[])
     units = list(iter_units(expand_inputs([str(tmp_path)]), ShardSize(max_docs=100), 0.3, 0, 1, errors))
     assert errors.files and errors.files[0]["file"] == "bad.jsonl.gz"
     lines = [l for u in units for l in u.lines]
     assert 0 < len(lines) < 2000 and lines[0] == b'{"text": "line 0"}'
+    assert len(lines) == 1000 and errors.files[0]["after_line"] == 1000  # exactly the verified member
+
+
+def test_nothing_verifiable_is_an_error_naming_the_file(tmp_path):
+    data = gzip.compress(b"".join(b'{"text": "line %d"}\n' % j for j in range(2000)))
+    (tmp_path / "bad.jsonl.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptInputError, match="bad.jsonl.gz"):
+        list(iter_units(expand_inputs([str(tmp_path)]), ShardSize(max_docs=100), 0.3, 0, 1))
+
+
+def test_a_repeated_id_is_marked_wherever_it_lands(tmp_path):
+    def line(doc_id, text="some words"):
+        return json.dumps({"id": doc_id, "text": text}) + "\n"
+
+    (tmp_path / "a.jsonl").write_text(line("x") + line("y") + "{bad\n" + line("x") + line("z"))
+    (tmp_path / "b.jsonl").write_text(line("q") + line("y") + json.dumps({"text": "no id"}) + "\n" + line("z"))
+    files = expand_inputs([str(tmp_path)])
+    for world in (1, 2, 3):
+        units = [u for r in range(world) for u in iter_units(files, ShardSize(max_docs=2), 0.3, r, world)]
+        marked = {(u.file.source, u.first_line + i): first for u in units for i, first in u.duplicates.items()}
+        assert marked == {("a.jsonl", 4): "a.jsonl:1", ("b.jsonl", 2): "a.jsonl:2", ("b.jsonl", 4): "a.jsonl:5"}

@@ -6,10 +6,19 @@ import json
 import os
 
 import numpy as np
+import pytest
 import soundfile as sf
 import webdataset as wds
 
-from megatron_inserter.data.synth.shards import RunArgumentsMismatch, ShardWriter, check_run_arguments
+from megatron_inserter.data.document import ShardDocument, TextSegment
+from megatron_inserter.data.synth.shards import (
+    RunArgumentsMismatch,
+    ShardWriter,
+    check_run_arguments,
+    is_complete,
+    read_manifests,
+)
+from megatron_inserter.errors import DataError
 
 
 def read_samples(out):
@@ -42,15 +51,17 @@ def test_round_trip_with_webdataset_and_soundfile(reference_run):
 
 def test_writer_renames_only_when_committed(tmp_path):
     path = tmp_path / "s-00000-000000.tar"
+    doc = ShardDocument("k", (TextSegment("hello"),))
     w = ShardWriter(str(path))
-    w.add_sample("k", {"id": "k"}, {"0.flac": b"123"})
+    w.add(doc, {})
     assert not path.exists() and os.path.basename(w.tmp_path).startswith(".")
     w.abort()
     assert os.listdir(tmp_path) == []
     w = ShardWriter(str(path))
-    w.add_sample("k", {"id": "k"}, {"0.flac": b"123"})
+    w.add(doc, {})
     w.commit()
     assert os.listdir(tmp_path) == [path.name]
+    assert [s["__key__"] for s in wds.WebDataset([str(path)], shardshuffle=False)] == [doc.key]
 
 
 def test_run_arguments_are_stored_and_checked(tmp_path):
@@ -62,3 +73,28 @@ def test_run_arguments_are_stored_and_checked(tmp_path):
         assert "seed: stored 1, now 2" in str(e) and "new --output-dir" in str(e)
     else:
         raise AssertionError("a changed seed must be refused")
+
+
+@pytest.mark.parametrize("content", [b'{"arguments": {"seed": 1', b"\xff\xfe garbage", b"[1, 2]", b'{"args": {}}'])
+def test_a_corrupt_run_record_is_an_error_naming_the_file(tmp_path, content):
+    (tmp_path / "synth-run.json").write_bytes(content)
+    with pytest.raises(DataError, match="synth-run.json") as e:
+        check_run_arguments(str(tmp_path), {"seed": 1})
+    assert "delete it" in str(e.value)
+
+
+def test_a_corrupt_manifest_is_redone_and_named_when_stats_are_read(tmp_path):
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "t-00000-000000.json").write_bytes(b'{"shard": nu')
+    assert not is_complete(str(tmp_path), "t-00000-000000")
+    with pytest.raises(DataError, match="t-00000-000000.json.*not valid JSON"):
+        read_manifests(str(tmp_path), "t")
+
+
+def test_a_manifest_made_from_other_input_lines_is_refused(tmp_path):
+    (tmp_path / "manifests").mkdir()
+    manifest = {"shard": None, "input": "a.jsonl", "first_line": 1, "num_lines": 3, "stats": {}}
+    (tmp_path / "manifests" / "t-00000-000000.json").write_text(json.dumps(manifest))
+    assert is_complete(str(tmp_path), "t-00000-000000", ("a.jsonl", 1, 3))
+    with pytest.raises(DataError, match="input changed since this run started"):
+        is_complete(str(tmp_path), "t-00000-000000", ("a.jsonl", 1, 4))

@@ -7,11 +7,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from megatron_inserter.data.document import TTSControls
+from megatron_inserter.errors import InserterError
+
 SAMPLE_RATE = 16_000
 
 
-class TTSUnavailableError(RuntimeError):
+class TTSUnavailableError(InserterError, RuntimeError):
     """The backend cannot run on this machine (missing program, library or model file); says how to fix it."""
+
+    exit_code = 2
 
 
 class TTSError(RuntimeError):
@@ -43,6 +48,11 @@ class TTSBackend(ABC):
     @abstractmethod
     def synthesize(self, requests: list[TTSRequest]) -> list[np.ndarray]:
         """Audio for each request: 1-D float32 at ``SAMPLE_RATE``."""
+
+    def describe(self, request: TTSRequest) -> tuple[str | None, TTSControls]:
+        """``(model, controls)`` recorded with a span spoken for ``request``: the backend's model or engine
+        version, and the speed/pitch/volume it was spoken with (``None`` where not applicable)."""
+        return None, TTSControls()
 
     def close(self) -> None:
         pass

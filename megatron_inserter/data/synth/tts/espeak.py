@@ -18,6 +18,7 @@ import subprocess
 
 import numpy as np
 
+from megatron_inserter.data.document import TTSControls
 from megatron_inserter.data.synth.speakers import ESPEAK_VOICES, EspeakSpeaker, espeak_speaker_pool
 from megatron_inserter.data.synth.tts.base import (
     TTSBackend,
@@ -36,6 +37,8 @@ espeakRATE = 1
 espeakPITCH = 3
 EE_OK = 0
 BUFFER_MS = 200
+DEFAULT_RATE = 175  # espeak-ng's default speed (words per minute) and pitch (0-99): controls are relative to them
+DEFAULT_PITCH = 50
 
 INSTALL_HINT = (
     "install espeak-ng (Debian/Ubuntu: `sudo apt-get install espeak-ng`; it provides libespeak-ng.so.1 and the "
@@ -83,11 +86,14 @@ class EspeakLibrary:
             ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p,
         ]
         lib.espeak_Synth.restype = ctypes.c_int
+        lib.espeak_Info.argtypes = [ctypes.c_void_p]
+        lib.espeak_Info.restype = ctypes.c_char_p
         self.sample_rate = lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, BUFFER_MS, None, espeakINITIALIZE_DONT_EXIT)
         if self.sample_rate <= 0:
             raise TTSUnavailableError(f"espeak_Initialize failed (returned {self.sample_rate}): the espeak-ng "
                                       f"data directory is missing or unreadable; {INSTALL_HINT}")
         self._lib = lib
+        self.version = f"espeak-ng {(lib.espeak_Info(None) or b'?').decode(errors='replace').strip()}"
         self._chunks: list[np.ndarray] = []
         self._callback = _SYNTH_CALLBACK(self._on_audio)  # keep a reference: the library holds a raw pointer
         lib.espeak_SetSynthCallback(self._callback)
@@ -142,6 +148,18 @@ class EspeakCommand:
         self.program = program or shutil.which("espeak-ng")
         if not self.program:
             raise TTSUnavailableError(f"the espeak-ng program is not on PATH; {INSTALL_HINT}")
+        self._version: str | None = None
+
+    @property
+    def version(self) -> str:
+        if self._version is None:
+            try:
+                out = subprocess.run([self.program, "--version"], capture_output=True, timeout=30, check=False)
+                words = out.stdout.decode(errors="replace").split(":", 1)[-1].split()
+                self._version = f"espeak-ng {words[0] if words else '?'}"
+            except (OSError, subprocess.TimeoutExpired):
+                self._version = "espeak-ng ?"
+        return self._version
 
     def synth(self, text: str, voice_name: str, rate: int, pitch: int) -> tuple[np.ndarray, int]:
         cmd = [self.program, "--stdout", "--stdin", "-b", "1", "-v", voice_name, "-s", str(rate), "-p", str(pitch)]
@@ -185,6 +203,10 @@ class EspeakBackend(TTSBackend):
         if language not in self._pools:
             raise ValueError(f"espeak backend has no voices for {language!r}")
         return self._pools[language]
+
+    def describe(self, request: TTSRequest) -> tuple[str | None, TTSControls]:
+        spk = EspeakSpeaker.from_id(request.speaker)
+        return self.engine.version, TTSControls(speed=spk.rate / DEFAULT_RATE, pitch=spk.pitch / DEFAULT_PITCH)
 
     def synthesize(self, requests: list[TTSRequest]) -> list[np.ndarray]:
         out = []

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from megatron_inserter.data.document import TTSControls
 from megatron_inserter.data.synth.tts.base import TTSBackend, TTSRequest, TTSUnavailableError, to_16k
 
 NORMALIZER_LANGS = {"en": "en", "zh": "zh"}
@@ -87,6 +88,10 @@ class NemoBackend(TTSBackend):
 
     def speakers(self, language: str) -> list[str]:
         return self._pool
+
+    def describe(self, request: TTSRequest) -> tuple[str | None, TTSControls]:
+        model = f"{os.path.basename(self.cfg.tts_model)}+{os.path.basename(self.cfg.vocoder_model)}"
+        return model, TTSControls(speed=self.cfg.pace)
 
     def _normalize(self, text: str, language: str) -> str:
         if not self.cfg.normalize or language not in NORMALIZER_LANGS:

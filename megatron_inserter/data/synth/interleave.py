@@ -1,8 +1,11 @@
-"""One document -> one interleaved sample: spans chosen, spoken, and laid out as text/speech segments.
+"""One document -> one interleaved sample: spans chosen, spoken, and laid out as a ``ShardDocument``.
 
-A span whose synthesis fails (after retries) or that would push the document past
-``max_speech_seconds_per_doc`` stays text; it simply merges with the text around it, so the segment texts
-still concatenate to the document exactly.
+Every span is spoken in the language of its own letters (``language.span_language``) by a voice of that
+language: an English document quoting a Chinese sentence has that sentence read by a Mandarin voice. A
+span that mixes scripts, or whose script no voice of the backend reads, stays text. So does a span whose
+synthesis fails (after retries) or that would push the document past ``max_speech_seconds_per_doc``. A
+span that stays text merges with the text around it, so the segment texts still concatenate to the
+document exactly.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from megatron_inserter.data.document import Segment, ShardDocument, SpeechSegment, TextSegment
 from megatron_inserter.data.synth.config import SynthConfig
 from megatron_inserter.data.synth.corpus import Document
-from megatron_inserter.data.synth.shards import encode_flac, sample_key
+from megatron_inserter.data.synth.language import span_language
+from megatron_inserter.data.synth.shards import encode_flac
 from megatron_inserter.data.synth.spans import SpanConfig, document_rngs, segment_ranges, select_spans
-from megatron_inserter.data.synth.speakers import choose_speakers
+from megatron_inserter.data.synth.speakers import choose_speakers_by_language
 from megatron_inserter.data.synth.stats import SynthStats
 from megatron_inserter.data.synth.tts.base import SAMPLE_RATE, TTSBackend, TTSRequest
 
@@ -25,9 +30,12 @@ MIN_SPEECH_SAMPLES = SAMPLE_RATE // 10  # shorter audio (0.1 s) counts as a fail
 
 @dataclass
 class Sample:
-    key: str
-    meta: dict
-    audio_members: dict[str, bytes]  # "0.flac" -> FLAC bytes
+    document: ShardDocument
+    audio: dict[str, bytes]  # "0.flac" -> FLAC bytes, one per speech segment
+
+    @property
+    def key(self) -> str:
+        return self.document.key
 
 
 def span_config(cfg: SynthConfig) -> SpanConfig:
@@ -44,7 +52,7 @@ def _attempt(backend: TTSBackend, requests: list[TTSRequest], stats: SynthStats)
         audio = [None] * len(requests)
     finally:
         stats.tts_seconds += time.perf_counter() - t0
-    return [a if a is not None and len(a) >= MIN_SPEECH_SAMPLES else None for a in audio]
+    return [a if a is not None and len(a) >= MIN_SPEECH_SAMPLES and np.isfinite(a).all() else None for a in audio]
 
 
 def synthesize_spans(
@@ -87,35 +95,46 @@ def build_sample(doc: Document, cfg: SynthConfig, backend: TTSBackend) -> tuple[
     selection = select_spans(doc.text, doc.lang, span_config(cfg), span_rng)
     if not selection.spans:
         return None, "too_short", stats
-    speakers = choose_speakers(backend.speakers(doc.lang), len(selection.spans), cfg.speaker_policy, speaker_rng)
-    requests = [TTSRequest(doc.text[s.start:s.end], doc.lang, spk) for s, spk in zip(selection.spans, speakers)]
+    langs = [span_language(doc.text[s.start:s.end], doc.lang) for s in selection.spans]
+    langs = [lang if lang in backend.languages else None for lang in langs]
+    pools = {lang: backend.speakers(lang) for lang in sorted({doc.lang, *filter(None, langs)})}
+    speakers = choose_speakers_by_language(pools, langs, doc.lang, cfg.speaker_policy, speaker_rng)
+    speakable = [i for i, lang in enumerate(langs) if lang is not None]
+    stats.spans_unspeakable += len(langs) - len(speakable)
+    if not speakable:
+        return None, "no_speakable_span", stats
+    spans = [selection.spans[i] for i in speakable]
+    requests = [TTSRequest(doc.text[s.start:s.end], langs[i], speakers[i]) for s, i in zip(spans, speakable)]
     audio, failed, capped = synthesize_spans(
         backend, requests, cfg.tts_attempts, cfg.max_speech_seconds_per_doc, stats
     )
     stats.spans_failed += failed
     stats.spans_capped += capped
-    kept = [(span, req, a) for span, req, a in zip(selection.spans, requests, audio) if a is not None]
+    kept = [(span, req, a) for span, req, a in zip(spans, requests, audio) if a is not None]
     if not kept:
         return None, "tts_failed", stats
 
     by_start = {span.start: (req, a) for span, req, a in kept}
-    segments, members = [], {}
+    segments: list[Segment] = []
+    members: dict[str, bytes] = {}
     for kind, start, end in segment_ranges(len(doc.text), [span for span, _, _ in kept]):
         if kind == "text":
-            segments.append({"type": "text", "text": doc.text[start:end]})
+            segments.append(TextSegment(doc.text[start:end]))
             continue
         req, a = by_start[start]
         name = f"{len(members)}.flac"
         members[name] = encode_flac(a)
-        segments.append({
-            "type": "speech", "text": req.text, "speaker": req.speaker, "duration": len(a) / SAMPLE_RATE,
-            "sample_rate": SAMPLE_RATE, "num_samples": len(a), "audio": name,
-        })
+        model, controls = backend.describe(req)
+        segments.append(SpeechSegment(
+            text=req.text, audio=name, duration=len(a) / SAMPLE_RATE, num_samples=len(a), sample_rate=SAMPLE_RATE,
+            speaker=req.speaker, language=req.language, tts=backend.name, tts_model=model, controls=controls,
+        ))
         stats.speech_seconds += len(a) / SAMPLE_RATE
+        stats.spans_by_lang[req.language] = stats.spans_by_lang.get(req.language, 0) + 1
     stats.spans += len(kept)
     stats.words += selection.num_words
     stats.spoken_words += sum(span.num_words for span, _, _ in kept)
     stats.docs_written += 1
     stats.docs_by_lang[doc.lang] = 1
-    meta = {"id": doc.id, "lang": doc.lang, "source": doc.source, "segments": segments}
-    return Sample(sample_key(doc.id), meta, members), None, stats
+    shard_doc = ShardDocument(doc.id, tuple(segments), lang=doc.lang, source=doc.source)
+    return Sample(shard_doc, members), None, stats
