@@ -111,7 +111,7 @@ class Demo:
         from megatron_inserter.data.synth.pipeline import run_synthesis
 
         result = run_synthesis(SynthConfig(
-            inputs=(self.path("corpus", "corpus.jsonl"),), output_dir=self.path("shards"), tts="espeak",
+            input=(self.path("corpus", "corpus.jsonl"),), output_dir=self.path("shards"), tts="espeak",
             span_mode="word", speech_ratio=0.3, workers=self.cfg.synth_workers, seed=self.cfg.seed,
             shard_size=ShardSize(max_docs=32), progress=False))
         if not result.ok:
