@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from megatron_inserter.data.frames import SAMPLE_RATE, FrameSpec
 from megatron_inserter.models.llm import LLMConfig
 
-INPUT_MODES = ("masked", "window")
+INPUT_MODES = ("packed", "masked", "window")
 ADAPTER_KINDS = ("pool-linear", "stack-mlp")
 
 

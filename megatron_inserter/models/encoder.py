@@ -27,10 +27,19 @@ Parameter names (local spec; ``<-`` is the Hugging Face ``WhisperEncoder`` / ``Q
   write zeros. A key bias is a no-op under softmax (it adds q.b_k to every score of a query, a constant per
   row), so its gradient is zero up to rounding and it stays near zero in training.
 
-Two input modes:
-  masked (default): each clip's ``n // 160`` mel frames; mel frames and the first convolution's output past
-    a clip's end are zeroed (the zero padding a lone clip would see), padded keys are masked in attention,
-    so a clip's output does not depend on what it is batched with. Positions 0..t-1.
+Three input modes:
+  packed: several clips share the encoder, each seeing only itself, at the cost of its own frames. The front
+    end reads each clip's mel frames plus the two after its end, as Qwen2-Audio's padded 30 s window holds
+    them (``LogMel.packed_mode``); the clips lie end to end on one time axis with zero gaps
+    (``clip_packing.ClipLayout``), so no convolution reads a neighbour; attention is block-diagonal: one THD
+    sequence with ``cu_seqlens`` under Transformer Engine on CUDA, windows of at most
+    ``max_source_positions`` positions with an explicit mask otherwise. Positions 0..t-1 per clip. A clip's
+    frames equal Qwen2-Audio's on its padded window with the padding masked (whole 10 ms hops), alone or
+    packed with others.
+  masked (the dataclass default): each clip's ``n // 160`` mel frames; mel frames and the first convolution's
+    output past a clip's end are zeroed (the zero padding a lone clip would see), padded keys are masked in
+    attention, so a clip's output does not depend on what it is batched with. Positions 0..t-1. Qwen2-Audio's
+    front end sees the log-mel floor there instead of zeros, so the last frames differ from it slightly.
   window: Whisper / Qwen2-Audio semantics. Every clip zero-padded to 30 s (3000 mel frames, 1500 positions).
     Whisper attends to all 1500 positions (``window_key_padding_mask=False``); Qwen2-Audio masks keys at and
     past ``(L - 1) // 2 + 1`` with ``L = ceil(n / 160)``, the mel length its feature extractor reports
@@ -57,6 +66,13 @@ from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.spec_utils import build_module
 from megatron.core.transformer.transformer_block import TransformerBlock
 
+from megatron_inserter.models.clip_packing import (
+    ClipLayout,
+    WindowPlan,
+    conv_out,
+    cu_seqlens,
+    position_ids,
+)
 from megatron_inserter.models.config import EncoderConfig
 from megatron_inserter.models.melspec import LogMel
 
@@ -72,18 +88,18 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> tor
     return torch.cat([torch.sin(scaled), torch.cos(scaled)], dim=1)
 
 
-def _conv_out(frames: torch.Tensor, stride: int) -> torch.Tensor:
-    """Frames after the stride-``stride`` convolution (k=3, pad=1); 0 stays 0."""
-    return torch.where(frames > 0, torch.div(frames - 1, stride, rounding_mode="floor") + 1,
-                       torch.zeros_like(frames))
+_conv_out = conv_out
 
 
 class SpeechEncoder(MegatronModule):
     """Audio [n, samples] + lengths -> frames [n, t, d] and per-clip frame counts."""
 
-    def __init__(self, cfg: EncoderConfig, config, layer_spec, norm_module):
+    def __init__(self, cfg: EncoderConfig, config, layer_spec, norm_module, packed_thd: bool = False):
+        """``packed_thd``: packed mode runs its attention as one THD sequence (Transformer Engine layer spec
+        on CUDA); otherwise as windows with an explicit block-diagonal mask (megatron-core's local spec)."""
         super().__init__(config=config)
         self.cfg = cfg
+        self.packed_thd = packed_thd
         d = cfg.hidden_size
         dtype = config.params_dtype
         self.log_mel = LogMel(cfg.num_mel_bins, cfg.n_fft, cfg.hop_length, window_seconds=cfg.window_seconds)
@@ -110,15 +126,78 @@ class SpeechEncoder(MegatronModule):
             x = x * valid[:, None, :].to(x.dtype)
         return F.gelu(self.conv2(x))
 
+    def _check_window(self, lengths: torch.Tensor) -> None:
+        if lengths.numel() and int(lengths.max()) > self.log_mel.window_samples:
+            raise ValueError(f"a clip of {int(lengths.max())} samples is longer than the encoder window "
+                             f"({self.log_mel.window_samples}); split clips with frames.split_windows")
+
+    def packed_front_end(self, mel: torch.Tensor, mel_frames: torch.Tensor,
+                         kept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both convolutions over all clips laid end to end (``ClipLayout``) -> ([sum t_i, d] clip by clip,
+        t_i encoder positions per clip)."""
+        stride = self.cfg.conv_stride
+        positions = conv_out(mel_frames, stride)
+        # conv1 outputs that conv2 reads for a clip alone in its window: up to one past the valid frames
+        # (a kept tail frame), never past the window.
+        conv1_valid = torch.minimum(torch.where(mel_frames > 0, mel_frames + 1, mel_frames), kept)
+        layout = ClipLayout.build(kept, conv1_valid, positions, stride)
+        valid = torch.arange(mel.shape[-1], device=mel.device)[None, :] < kept[:, None]  # [n, F]
+        axis = mel.new_zeros(mel.shape[1], max(layout.length, 1))
+        axis[:, layout.mel_index()] = mel.permute(1, 0, 2)[:, valid]
+        dtype = self.conv1.weight.dtype
+        x = F.gelu(self.conv1(axis.to(dtype)[None]))
+        x = x * layout.conv1_mask()[None, None, :x.shape[-1]].to(x.dtype)
+        x = F.gelu(self.conv2(x))[0]  # [d, axis / stride]
+        return x[:, layout.position_index()].t(), positions
+
+    def _packed_transformer(self, h: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Bidirectional attention within each clip over the packed positions ``h`` [sum t_i, d]."""
+        if self.packed_thd:
+            from megatron.core.packed_seq_params import PackedSeqParams
+
+            cu = cu_seqlens(positions).to(h.device)
+            longest = int(positions.max())
+            params = PackedSeqParams(qkv_format="thd", cu_seqlens_q=cu, cu_seqlens_kv=cu, max_seqlen_q=longest,
+                                     max_seqlen_kv=longest)
+            out = self.transformer(hidden_states=h[:, None, :].contiguous(), attention_mask=None,
+                                   packed_seq_params=params)
+            return out[:, 0]
+        counts = positions.tolist()
+        plan = WindowPlan.first_fit(counts, self.cfg.max_source_positions)
+        slots = plan.slot_index(counts, h.device)
+        windows = h.new_zeros(plan.num_windows * plan.window_length, h.shape[-1])
+        windows[slots] = h
+        windows = windows.view(plan.num_windows, plan.window_length, -1).transpose(0, 1).contiguous()
+        out = self.transformer(hidden_states=windows, attention_mask=plan.attention_mask(counts, h.device))
+        return out.transpose(0, 1).reshape(-1, h.shape[-1])[slots]
+
+    def _forward_packed(self, audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Packed mode -> ([n, max t_i, d] zero beyond each clip's t_i positions, t_i)."""
+        self._check_window(lengths)  # so no clip has more than max_source_positions positions
+        n, d = audio.shape[0], self.cfg.hidden_size
+        mel, mel_frames, kept = self.log_mel.packed_mode(audio, lengths)
+        if not int(mel_frames.sum()):
+            return self.conv1.weight.new_zeros(n, 1, d), torch.zeros_like(mel_frames)
+        x, positions = self.packed_front_end(mel, mel_frames, kept)
+        within = position_ids(positions)
+        h = self._packed_transformer(x + self.position_embeddings.to(x.dtype)[within], positions)
+        t = int(positions.max())
+        out = h.new_zeros(n * t, d)
+        out[torch.repeat_interleave(torch.arange(n, device=h.device) * t, positions) + within] = h
+        return out.view(n, t, d), positions
+
     def forward(self, audio: torch.Tensor, audio_lengths: torch.Tensor,
                 before_final_norm: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
         lengths = audio_lengths.to(device=audio.device, dtype=torch.long)
+        if cfg.input_mode == "packed":
+            h, frames = self._forward_packed(audio, lengths)
+            if before_final_norm is not None:
+                h, frames = before_final_norm(h, frames)
+            return self.final_layernorm(h), frames
         mel_frames = torch.div(lengths, cfg.hop_length, rounding_mode="floor")
         if cfg.input_mode == "window":
-            if audio.shape[0] and int(lengths.max()) > self.log_mel.window_samples:
-                raise ValueError(f"a clip of {int(lengths.max())} samples is longer than the encoder window "
-                                 f"({self.log_mel.window_samples}); split clips with frames.split_windows")
+            self._check_window(lengths)
             x = self._convolve(self.log_mel.window_mode(audio, lengths), None)
             if cfg.window_key_padding_mask:
                 hf_mel = torch.clamp(torch.div(lengths + cfg.hop_length - 1, cfg.hop_length, rounding_mode="floor"),

@@ -15,6 +15,9 @@ without sequence or context parallelism, in the LLM's parameter dtype (never FP8
 A batch without speech still touches every trainable encoder/adapter parameter (``0 * sum``), so
 data-parallel ranks that did see speech do not wait forever for those gradients.
 
+``documents=`` (a ``documents.DocumentLayout``) keeps the packed documents of each sample apart: no attention
+across them and positions restarting at each (Megatron's ``--reset-attention-mask``/``--reset-position-ids``).
+
 Parameter names: ``encoder.*`` (see encoder.py), ``adapter.*`` (adapter.py), ``language_model.*``
 (megatron-core GPTModel: ``language_model.embedding.word_embeddings.weight``,
 ``language_model.decoder.layers.{i}...``, ``language_model.decoder.final_layernorm.weight``,
@@ -32,6 +35,7 @@ from megatron_inserter.models import specs
 from megatron_inserter.models.adapter import SpeechAdapter
 from megatron_inserter.models.config import InserterModelConfig
 from megatron_inserter.models.context_parallel import check_context_parallel_supported, slice_for_cp
+from megatron_inserter.models.documents import DocumentLayout, run_language_model
 from megatron_inserter.models.encoder import SpeechEncoder
 from megatron_inserter.models.llm import build_gpt
 
@@ -47,6 +51,10 @@ class InserterModel(MegatronModule):
         self.pre_process = pre_process
         self.post_process = post_process
         self.vp_stage = vp_stage
+        self.use_te = use_te
+        # Documents kept apart (``documents.py``): THD packed sequences under Transformer Engine, a per-sample
+        # mask otherwise. Setting it on CPU runs the flattened THD layout with an explicit mask.
+        self.documents_as_thd = use_te
         self.model_type = ModelType.encoder_or_decoder  # one stack for the pipeline schedules
         self.add_encoder = pre_process
         self.share_embeddings_and_output_weights = cfg.llm.tie_embeddings
@@ -54,7 +62,7 @@ class InserterModel(MegatronModule):
         self.adapter = None
         if self.add_encoder:
             self.encoder = SpeechEncoder(cfg.encoder, encoder_config, specs.encoder_layer_spec(use_te),
-                                         specs.final_norm_module(use_te))
+                                         specs.final_norm_module(use_te), packed_thd=use_te)
             self.adapter = SpeechAdapter(cfg.adapter, encoder_config, cfg.encoder.hidden_size,
                                          cfg.llm.hidden_size)
         self.language_model = build_gpt(
@@ -126,12 +134,21 @@ class InserterModel(MegatronModule):
     # -- forward -----------------------------------------------------------------------------------------
     def forward(self, tokens: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                 labels: torch.Tensor | None = None, audio: torch.Tensor | None = None,
-                audio_lengths: torch.Tensor | None = None, runtime_gather_output: bool | None = None):
+                audio_lengths: torch.Tensor | None = None, runtime_gather_output: bool | None = None,
+                documents: DocumentLayout | None = None):
+        """``documents``: keep the packed documents of each sample apart (``documents.py``); full-length
+        ``[b, s]`` like tokens, on every pipeline stage."""
         config = self.config
+        thd = documents is not None and self.documents_as_thd
+        if documents is not None and config.context_parallel_size > 1:
+            raise ValueError("documents kept apart (--reset-attention-mask / --reset-position-ids) do not run "
+                             "with context parallelism; use --context-parallel-size 1")
         decoder_input = None
         if self.pre_process:
             embeddings = self.language_model.embedding(input_ids=tokens, position_ids=position_ids)
             embeddings = self.splice_audio(embeddings, tokens, audio, audio_lengths)
+            if thd:  # [s, b, h] -> one packed sequence [b * s, 1, h], sample by sample
+                embeddings = embeddings.transpose(0, 1).reshape(-1, 1, embeddings.shape[-1])
             if config.context_parallel_size > 1:
                 embeddings = slice_for_cp(embeddings, seq_dim=0)
             if config.sequence_parallel:
@@ -145,5 +162,6 @@ class InserterModel(MegatronModule):
             decoder_input = embeddings
         if labels is not None and config.context_parallel_size > 1:
             labels = slice_for_cp(labels, seq_dim=1)
-        return self.language_model(tokens, position_ids, attention_mask, decoder_input=decoder_input,
-                                   labels=labels, runtime_gather_output=runtime_gather_output)
+        return run_language_model(self.language_model, tokens, position_ids, labels, documents, thd, self.use_te,
+                                  decoder_input=decoder_input, attention_mask=attention_mask,
+                                  runtime_gather_output=runtime_gather_output)

@@ -5,12 +5,15 @@ Numerically the same as Whisper / Hugging Face's ``WhisperFeatureExtractor``: 25
 (Slaney scale and area normalization, 0-8 kHz), log10 clamped at 1e-10, floored at (max - 8), then
 (x + 4) / 4.
 
-Two modes (see ``SpeechEncoder``):
+Three modes (see ``SpeechEncoder``):
   window : every clip zero-padded to the 30 s window, 3000 frames, the floor taken over all of them; this is
            what Whisper and Qwen2-Audio feed their encoders (the feature extractor's default).
   masked : only ``n // hop`` frames per clip count as valid (``frames.py``); the floor is taken over the valid
            frames and invalid frames are set to 0, so a clip gives the same features alone or padded in a batch.
            Valid frames see zeros after the clip's end, exactly as in window mode.
+  packed : window mode's values cut short: a clip's valid frames plus the two that follow them (all that the
+           encoder's two k=3 convolutions read past the clip's end), floored with the window's maximum; the
+           rest 0. The encoder's valid outputs then equal window mode's, at the cost of the clip's own frames.
 """
 
 from __future__ import annotations
@@ -118,6 +121,33 @@ class LogMel(torch.nn.Module):
         peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
         feats = (torch.maximum(log_spec, peak - 8.0) + 4.0) / 4.0
         return feats * valid[:, None, :].to(feats.dtype), frames
+
+    def packed_mode(self, audio: torch.Tensor, lengths: torch.Tensor,
+                    tail: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[n, samples] -> (features [n, mels, max kept], valid frames ``n_i // hop``, kept frames per clip).
+
+        Kept frames are ``min(valid + tail, window frames)`` (0 for a clip without a valid frame) and hold
+        exactly what ``window_mode`` gives at those frames: the floor is the 30 s window's maximum, which no
+        frame more than ``tail`` past the valid ones can raise (their STFT windows hold no sample of the clip).
+        """
+        audio = _zero_beyond(audio, lengths)
+        hop, window = self.hop_length, self.window_frames
+        frames = torch.div(lengths.to(audio.device), hop, rounding_mode="floor")
+        kept = torch.where(frames > 0, torch.clamp(frames + tail, max=window), torch.zeros_like(frames))
+        num_kept = max(int(kept.max()) if kept.numel() else 0, 1)
+        # Frames up to ``valid + tail`` must see the window's zeros, not the reflected right edge of a shorter
+        # buffer: pad to one more frame than that (or to the window, which is then window mode itself).
+        width = min(self.window_samples, (num_kept + 1) * hop + self.n_fft // 2 + 1)
+        audio = audio[:, :width] if audio.shape[1] >= width else torch.nn.functional.pad(
+            audio, (0, width - audio.shape[1]))
+        log_spec = self._log_power_mel(audio)[:, :, :num_kept + 1]
+        t = torch.arange(log_spec.shape[-1], device=audio.device)[None, :]
+        in_floor = t < torch.clamp(frames + tail + 1, max=window)[:, None]
+        peak = log_spec.masked_fill(~in_floor[:, None, :], float("-inf")).amax(dim=(1, 2), keepdim=True)
+        peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+        feats = (torch.maximum(log_spec, peak - 8.0) + 4.0) / 4.0
+        keep = (t < kept[:, None])[:, None, :num_kept]
+        return feats[:, :, :num_kept] * keep.to(feats.dtype), frames, kept
 
 
 def _zero_beyond(audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

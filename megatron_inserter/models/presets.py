@@ -7,8 +7,8 @@
                               average pooling 2 + linear projector, Qwen2-7B LLM (public config.json:
                               hidden 4096, 32 layers, 32 heads, 32 KV heads, FFN 11008, vocab 156032,
                               rope theta 10000, RMSNorm eps 1e-5, QKV bias, untied embeddings, 8192 positions;
-                              audio token 151646). Window input mode, as Qwen2-Audio; set
-                              ``encoder.input_mode="masked"`` to skip the 30 s padding in pre-training.
+                              audio token 151646). Packed input mode: Qwen2-Audio's frames at each clip's own
+                              cost (``input_mode="window"`` pads every clip to 30 s, as Qwen2-Audio does).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _tiny() -> InserterModelConfig:
     return InserterModelConfig(
         name="tiny",
         encoder=EncoderConfig(num_layers=2, hidden_size=64, num_attention_heads=4, ffn_hidden_size=256,
-                              num_mel_bins=80),
+                              num_mel_bins=80, input_mode="packed"),
         adapter=AdapterConfig(kind="pool-linear", downsample=2),
         llm=LLMConfig(num_layers=4, hidden_size=128, ffn_hidden_size=384, num_attention_heads=4,
                       num_query_groups=2, vocab_size=4000, max_position_embeddings=4096,
@@ -37,7 +37,7 @@ def _qwen25_15b_whisper_small() -> InserterModelConfig:
     return InserterModelConfig(
         name="qwen2.5-1.5b-whisper-small",
         encoder=EncoderConfig(num_layers=12, hidden_size=768, num_attention_heads=12, ffn_hidden_size=3072,
-                              num_mel_bins=80),
+                              num_mel_bins=80, input_mode="packed"),
         adapter=AdapterConfig(kind="pool-linear", downsample=2),
         llm=LLMConfig(num_layers=28, hidden_size=1536, ffn_hidden_size=8960, num_attention_heads=12,
                       num_query_groups=2, vocab_size=151936, max_position_embeddings=32768,
@@ -50,7 +50,7 @@ def _qwen2_audio_7b() -> InserterModelConfig:
     return InserterModelConfig(
         name="qwen2-audio-7b",
         encoder=EncoderConfig(num_layers=32, hidden_size=1280, num_attention_heads=20, ffn_hidden_size=5120,
-                              num_mel_bins=128, max_source_positions=1500, input_mode="window",
+                              num_mel_bins=128, max_source_positions=1500, input_mode="packed",
                               window_key_padding_mask=True),
         adapter=AdapterConfig(kind="pool-linear", downsample=2),
         llm=LLMConfig(num_layers=32, hidden_size=4096, ffn_hidden_size=11008, num_attention_heads=32,

@@ -32,6 +32,10 @@ class TrainingArguments:
     model_type: str = arg("inserter", "inserter (speech encoder + adapter + LLM) or gpt (the LLM alone, text)",
                           choices=["inserter", "gpt"])
     model_preset: str = arg("tiny", "named model preset (megatron_inserter.models presets)")
+    encoder_input_mode: str = arg(None, "speech encoder input (default: the preset's): packed (clips share the "
+                                  "encoder, each seeing only itself), masked (clips padded to the batch's "
+                                  "longest) or window (every clip padded to 30 s, as Whisper)",
+                                  choices=["packed", "masked", "window"])
     # Parallelism
     tensor_model_parallel_size: int = arg(1, "tensor-parallel size")
     pipeline_model_parallel_size: int = arg(1, "pipeline-parallel size")
@@ -80,6 +84,9 @@ class TrainingArguments:
     tokenizer_type: str = arg("sentencepiece", "sentencepiece or huggingface")
     tokenizer_model: str = arg(None, "SentencePiece .model file or local Hugging Face tokenizer directory",
                                required=True)
+    reset_position_ids: bool = arg(False, "positions restart after every end-of-document token")
+    reset_attention_mask: bool = arg(False, "no attention across the documents packed into a sample")
+    eod_mask_loss: bool = arg(False, "no loss where the input is an end-of-document token")
     # Freezing
     freeze_encoder: bool = arg(False, "do not train the speech encoder")
     freeze_adapter: bool = arg(False, "do not train the adapter (projector)")

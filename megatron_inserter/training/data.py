@@ -31,6 +31,7 @@ from megatron_inserter.data.indexed import (
     dataset_config,
     parse_blend,
 )
+from megatron_inserter.data.indexed.dataset import separate_documents
 from megatron_inserter.training import lifetime
 from megatron_inserter.training.arguments import TrainingArguments
 from megatron_inserter.training.broadcast import broadcast_batch
@@ -84,9 +85,11 @@ class GapMasks:
     audio_eos_id: int
     eod_id: int
     window: int
+    reset_position_ids: bool = False  # --reset-position-ids / --eod-mask-loss (dataset.separate_documents)
+    eod_mask_loss: bool = False
 
     def __call__(self, samples: list[dict]) -> dict[str, torch.Tensor]:
-        batch = collate_batch(samples)
+        batch = separate_documents(collate_batch(samples), self.eod_id, self.reset_position_ids, self.eod_mask_loss)
         if "dataset_id" not in batch:  # a single dataset, not a blend
             batch["dataset_id"] = torch.zeros(len(samples), dtype=torch.int64)
         tokens, loss_mask = batch["tokens"], batch["loss_mask"]

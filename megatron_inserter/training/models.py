@@ -3,6 +3,9 @@
     family = model_family(args, tokenizer)           # configs only: works before process groups exist
     chunks = family.build_chunks(transformer_overrides(args, vp), vp)
     loss = family.forward(chunk, batch)              # per-token losses [b, s] on the last stage
+
+``--reset-attention-mask`` / ``--reset-position-ids`` give a family ``documents`` (``models.documents``): each
+micro-batch's document layout comes from its tokens, on every pipeline stage that has the batch.
     flops = family.step_flops(seq_length, num_sequences, clip_lengths)   # model FLOPs of a training step
 """
 
@@ -15,6 +18,7 @@ import torch
 
 from megatron_inserter.data.frames import FrameSpec
 from megatron_inserter.models.context_parallel import slice_batch_for_cp
+from megatron_inserter.models.documents import DocumentOptions, run_language_model
 from megatron_inserter.models.llm import LLMConfig, build_gpt, build_pipeline_chunks, transformer_config
 from megatron_inserter.training.arguments import ArgumentError, TrainingArguments
 
@@ -26,6 +30,8 @@ class GPTFamily:
     llm: LLMConfig
     spec: FrameSpec  # the preset's, so both model types read the same samples from the same data
     with_audio: bool = False
+    documents: DocumentOptions | None = None
+    documents_as_thd: bool | None = None  # None: THD when Transformer Engine runs (see models.documents)
 
     @property
     def num_layers(self) -> int:
@@ -43,6 +49,13 @@ class GPTFamily:
     def forward(self, model, batch: dict | None):
         if batch is None:  # a middle pipeline stage: the input arrives from the previous stage
             return model(None, None, None)
+        if self.documents is not None:
+            from megatron_inserter.models.specs import use_transformer_engine
+
+            te = use_transformer_engine()
+            thd = te if self.documents_as_thd is None else self.documents_as_thd
+            return run_language_model(model, batch["tokens"], batch["position_ids"], batch["labels"],
+                                      self.documents.layout(batch["tokens"]), thd, te)
         batch = slice_batch_for_cp(batch)  # GPTModel takes this rank's part of the sequence
         return model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
 
@@ -58,6 +71,7 @@ class InserterFamily:
 
     config: object  # models.InserterModelConfig (vocabulary, placeholder id and freeze switches set)
     with_audio: bool = True
+    documents: DocumentOptions | None = None
 
     @property
     def llm(self) -> LLMConfig:
@@ -79,8 +93,9 @@ class InserterFamily:
     def forward(self, model, batch: dict | None):
         if batch is None:
             return model(None, None, None)
+        layout = None if self.documents is None else self.documents.layout(batch["tokens"])
         return model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"],
-                     audio=batch.get("audio"), audio_lengths=batch.get("audio_lengths"))
+                     audio=batch.get("audio"), audio_lengths=batch.get("audio_lengths"), documents=layout)
 
     def step_flops(self, seq_length: int, num_sequences: int, clip_lengths: list[int]) -> float:
         from megatron_inserter.models.flops import training_flops
@@ -89,18 +104,40 @@ class InserterFamily:
         return parts["llm"] + parts["encoder"]
 
 
+def document_options(args: TrainingArguments, eod_id: int) -> DocumentOptions | None:
+    """The document switches of the run, refused where they cannot hold (named flags, one line)."""
+    options = DocumentOptions(eod_id, args.reset_attention_mask, args.reset_position_ids)
+    if not options.active:
+        return None
+    if args.context_parallel_size > 1:
+        raise ArgumentError("--reset-attention-mask / --reset-position-ids do not run with --context-parallel-size "
+                            f"{args.context_parallel_size} (THD packing under context parallelism needs padded "
+                            "documents); use --context-parallel-size 1")
+    if args.pipeline_model_parallel_size > 2:
+        raise ArgumentError("--reset-attention-mask / --reset-position-ids need the tokens on every pipeline stage; "
+                            f"middle stages of --pipeline-model-parallel-size {args.pipeline_model_parallel_size} "
+                            "read no data: use a pipeline-parallel size of at most 2")
+    return options
+
+
 def model_family(args: TrainingArguments, tokenizer):
-    """The run's model family: the preset with the tokenizer's vocabulary and the freeze flags applied."""
+    """The run's model family: the preset with the tokenizer's vocabulary, the encoder input mode, the freeze
+    and document flags applied."""
+    import dataclasses
+
     from megatron_inserter.models.config import InserterModelConfig
 
     try:
         config = InserterModelConfig.from_name(args.model_preset).with_tokenizer(tokenizer)
+        if args.encoder_input_mode is not None:
+            config = config.replace(encoder=dataclasses.replace(config.encoder, input_mode=args.encoder_input_mode))
     except ValueError as e:
         raise ArgumentError(f"--model-preset {args.model_preset!r}: {e}") from None
+    documents = document_options(args, tokenizer.eod_id)
     if args.model_type == "gpt":
-        return GPTFamily(config.llm, config.frame_spec())
+        return GPTFamily(config.llm, config.frame_spec(), documents=documents)
     return InserterFamily(config.replace(freeze_encoder=args.freeze_encoder, freeze_adapter=args.freeze_adapter,
-                                         freeze_llm=args.freeze_llm))
+                                         freeze_llm=args.freeze_llm), documents=documents)
 
 
 def transformer_overrides(args: TrainingArguments, vp: int | None) -> dict:

@@ -80,7 +80,8 @@ class Trainer:
         self.state = ckpt.TrainState(layout=run.parallel_layout(),
                                      distributed_optimizer=self.args.use_distributed_optimizer)
         tok = run.tokenizer
-        self.collate = GapMasks(tok.audio_eos_id, tok.eod_id, self.args.after_speech_window)
+        self.collate = GapMasks(tok.audio_eos_id, tok.eod_id, self.args.after_speech_window,
+                                self.args.reset_position_ids, self.args.eod_mask_loss)
         components = blend_components(self.args.data_path)
         self.components = components if len(components) > 1 else []
         self._peak = peak_tflops_per_device(self.args.peak_tflops)

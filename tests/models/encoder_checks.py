@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from megatron_inserter.data.frames import num_audio_frames
+from megatron_inserter.models.clip_packing import WindowPlan
 from megatron_inserter.models.config import AdapterConfig, EncoderConfig
 from megatron_inserter.runtime import ParallelConfig, initialize_parallel
 from tests.models.inserter_parallel import small_config
@@ -15,6 +16,15 @@ def _model(**fields):
 
     [model] = build_model_chunks(small_config(**fields))
     return model.eval()
+
+
+WINDOW_SECONDS = 5.0  # a short encoder window (250 positions) keeps the packed checks fast
+
+
+def _packed_encoder(**fields) -> EncoderConfig:
+    return EncoderConfig(**{**dict(num_layers=2, hidden_size=32, num_attention_heads=4, ffn_hidden_size=64,
+                                   num_mel_bins=80, input_mode="packed", window_seconds=WINDOW_SECONDS,
+                                   max_source_positions=250), **fields})
 
 
 def _speech(lengths: list[int], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,6 +73,9 @@ def frame_counts(rank, world_size):
         "window/pool-linear": _model(encoder=EncoderConfig(num_layers=1, hidden_size=32, num_attention_heads=4,
                                                            ffn_hidden_size=64, num_mel_bins=80,
                                                            input_mode="window")),
+        "packed/pool-linear": _model(encoder=_packed_encoder()),
+        "packed/stack-mlp-3": _model(encoder=_packed_encoder(),
+                                     adapter=AdapterConfig(kind="stack-mlp", downsample=3)),
     }
     checked = {}
     for name, model in variants.items():
@@ -92,6 +105,44 @@ def padding_invariance(rank, world_size):
                 diffs.append(float((alone - batched[starts[i]:starts[i + 1]]).abs().max()))
             scale = float(batched.abs().max())
         out[name] = (diffs, scale)
+    return out
+
+
+def _split_frames(frames: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
+    return list(torch.split(frames, counts))
+
+
+def packed_invariance(rank, world_size):
+    """Packed mode: each clip's frames are the same alone and packed with many others (several attention
+    windows), and changing one clip's audio changes no other clip's frames."""
+    initialize_parallel(ParallelConfig(seed=8))
+    out = {}
+    # 12 clips of 1.1 to 5 s, about 1500 encoder positions: several 250-position windows. One clip without
+    # frames, one that fills the window.
+    lengths = [1600 * s + 160 * k for s, k in zip([11, 30, 20, 40, 25, 12, 17, 22, 33, 44, 14, 49],
+                                                  [0, 13, 7, 1, 90, 44, 3, 0, 21, 8, 60, 2])]
+    lengths += [100, int(16000 * WINDOW_SECONDS)]
+    for name, fields in {"pool-linear": {}, "stack-mlp": dict(adapter=AdapterConfig(kind="stack-mlp",
+                                                                                      downsample=2))}.items():
+        model = _model(encoder=_packed_encoder(), **fields)
+        spec = model.cfg.frame_spec()
+        counts = [num_audio_frames(n, spec) for n in lengths]
+        audio, lens = _speech(lengths, seed=4)
+        with torch.no_grad():
+            packed = _split_frames(model.encode_audio(audio, lens), counts)
+            alone = [model.encode_audio(audio[i:i + 1, :n], lens[i:i + 1]) for i, n in enumerate(lengths)]
+            loud = audio.clone()
+            loud[3] = 5.0 * torch.randn(loud.shape[1])  # a different clip 3 (of the same length)
+            changed = _split_frames(model.encode_audio(loud, lens), counts)
+        out[name] = dict(
+            diffs=[float((a - p).abs().max()) if c else 0.0 for a, p, c in zip(alone, packed, counts)],
+            scale=float(torch.cat(packed).abs().max()),
+            others=max(float((c - p).abs().max()) for i, (c, p) in enumerate(zip(changed, packed))
+                       if i != 3 and counts[i]),
+            target=float((changed[3] - packed[3]).abs().max()),
+            windows=WindowPlan.first_fit([(n // 160 - 1) // 2 + 1 if n >= 160 else 0 for n in lengths],
+                                         250).num_windows,
+        )
     return out
 
 
@@ -131,6 +182,59 @@ def _load_hf_encoder(encoder, hf, heads: int) -> None:
     missing, unexpected = encoder.load_state_dict({k: v.detach().clone() for k, v in sd.items()}, strict=False)
     assert not unexpected, unexpected
     assert all(k.endswith("_extra_state") for k in missing), missing
+
+
+def _hf_qwen2_audio(model, lengths: list[int], audio, lens) -> torch.Tensor:
+    """Hugging Face's Qwen2AudioEncoder + projector with ``model``'s weights on the padded windows (30 s in
+    Qwen2-Audio, shorter here) with its attention mask: [clips, positions / 2, llm hidden]."""
+    from transformers import Qwen2AudioEncoderConfig
+    from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioEncoder
+
+    enc = model.cfg.encoder
+    positions = enc.positions_per_window
+    hf = Qwen2AudioEncoder(Qwen2AudioEncoderConfig(
+        num_mel_bins=enc.num_mel_bins, encoder_layers=enc.num_layers, encoder_attention_heads=enc.num_attention_heads,
+        encoder_ffn_dim=enc.ffn_hidden_size, d_model=enc.hidden_size, max_source_positions=positions,
+        attn_implementation="eager")).eval()
+    projector = torch.nn.Linear(enc.hidden_size, model.cfg.llm.hidden_size)
+    _load_hf_encoder(model.encoder, hf, heads=enc.num_attention_heads)
+    model.adapter.linear.weight.data.copy_(projector.weight.data)
+    model.adapter.linear.bias.data.copy_(projector.bias.data)
+    mel = model.encoder.log_mel.window_mode(audio, lens)
+    hf_mel_len = (lens + 159) // 160  # the feature extractor's attention-mask length
+    valid_keys = (hf_mel_len - 1) // 2 + 1
+    padded_key = torch.arange(positions)[None, :] >= valid_keys[:, None]
+    additive = torch.zeros(len(lengths), 1, 1, positions).masked_fill(padded_key[:, None, None, :],
+                                                                      torch.finfo(torch.float32).min)
+    return projector(hf(mel, attention_mask=additive.expand(-1, 1, positions, -1)).last_hidden_state)
+
+
+def qwen2_audio_modes_parity(rank, world_size):
+    """Masked and packed frames against Hugging Face's Qwen2AudioEncoder on the padded window: the largest
+    difference over all frames, over each clip's last two frames (whose convolutions read past the clip's end)
+    and over the rest."""
+    initialize_parallel(ParallelConfig(seed=10))
+    torch.manual_seed(1)
+    # Whole 10 ms hops (the feature extractor then counts the same frames), odd and even mel counts, a clip
+    # ending one frame before the window's end and one filling it.
+    window = int(16000 * WINDOW_SECONDS)
+    lengths = [16000 * 2, 160 * 201, 160 * 112, window - 160, window]
+    audio, lens = _speech(lengths, seed=12)
+    results = {}
+    for mode in ("packed", "masked"):
+        model = _model(encoder=_packed_encoder(input_mode=mode))
+        spec = model.cfg.frame_spec()
+        counts = [num_audio_frames(n, spec) for n in lengths]
+        with torch.no_grad():
+            theirs = _hf_qwen2_audio(model, lengths, audio, lens)
+            ours = _split_frames(model.encode_audio(audio, lens), counts)
+        end, rest = [], []
+        for i, c in enumerate(counts):
+            diff = (ours[i] - theirs[i, :c]).abs().amax(dim=1)
+            end.append(float(diff[-2:].max()))
+            rest.append(float(diff[:-2].max()))
+        results[mode] = dict(end=max(end), rest=max(rest), scale=float(theirs.abs().max()))
+    return results
 
 
 def hugging_face_parity(rank, world_size):
@@ -191,4 +295,6 @@ def encoder_suite(rank, world_size):
         "frame_counts": frame_counts(rank, world_size),
         "padding_invariance": padding_invariance(rank, world_size),
         "hugging_face": hugging_face_parity(rank, world_size),
+        "packed_invariance": packed_invariance(rank, world_size),
+        "qwen2_audio_modes": qwen2_audio_modes_parity(rank, world_size),
     }

@@ -1,5 +1,6 @@
-"""The Whisper encoder + adapter: frame counts follow frames.py, masked mode is padding-invariant, and
-window mode with Hugging Face weights reproduces Qwen2-Audio's and Whisper's encoders."""
+"""The Whisper encoder + adapter: frame counts follow frames.py, masked and packed modes do not depend on the
+other clips, window mode with Hugging Face weights reproduces Qwen2-Audio's and Whisper's encoders, and packed
+mode reproduces Qwen2-Audio's at every frame."""
 
 import pytest
 
@@ -14,7 +15,8 @@ def suite():
 
 def test_frame_count_matches_shared_function_for_random_lengths(suite):
     # The hypothesis search runs in the child; reaching here means every example matched.
-    assert suite["frame_counts"] == {"masked/pool-linear": 2, "masked/stack-mlp-3": 3, "window/pool-linear": 2}
+    assert suite["frame_counts"] == {"masked/pool-linear": 2, "masked/stack-mlp-3": 3, "window/pool-linear": 2,
+                                     "packed/pool-linear": 2, "packed/stack-mlp-3": 3}
 
 
 @pytest.mark.parametrize("kind", ["pool-linear", "stack-mlp"])
@@ -36,3 +38,29 @@ def test_whisper_encoder_parity(suite):
     r = suite["hugging_face"]["whisper"]
     assert r["scale"] > 1e-3
     assert max(r["diffs"]) < 1e-4
+
+
+@pytest.mark.parametrize("kind", ["pool-linear", "stack-mlp"])
+def test_packed_mode_gives_each_clip_its_frames_alone_across_windows(suite, kind):
+    r = suite["packed_invariance"][kind]
+    assert r["windows"] >= 3  # the clips really share several attention windows
+    assert r["scale"] > 1e-3
+    assert max(r["diffs"]) < 1e-5 * max(1.0, r["scale"])
+    # Another clip's audio changes nothing (no convolution or attention crosses a clip boundary) ...
+    assert r["others"] < 1e-7
+    # ... while that clip's own frames do change.
+    assert r["target"] > 1e-3 * r["scale"]
+
+
+def test_packed_mode_matches_qwen2_audio_on_its_padded_window_at_every_frame(suite):
+    r = suite["qwen2_audio_modes"]["packed"]
+    assert r["scale"] > 1e-3
+    assert max(r["end"], r["rest"]) < 1e-5
+
+
+def test_masked_mode_differs_from_qwen2_audio_mostly_at_clip_ends(suite):
+    # Qwen2-Audio's convolutions see the log-mel floor after a clip's end, masked mode sees zeros there; the
+    # last frames differ most and attention carries a smaller difference to the rest.
+    r = suite["qwen2_audio_modes"]["masked"]
+    assert r["end"] > 1e-2
+    assert r["rest"] < r["end"] / 10

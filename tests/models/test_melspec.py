@@ -76,3 +76,29 @@ def test_casting_the_module_to_bf16_keeps_float32_features():
     cast = LogMel(80).to(torch.bfloat16).window_mode(audio, lens)
     assert cast.dtype == torch.float32
     torch.testing.assert_close(cast, ref, rtol=0, atol=0)
+
+
+# Whole hops, one ending one frame before the 30 s window and one filling it: the tail is cut at the window.
+PACKED_LENGTHS = [16000 * 3, 16000 * 7 + 77, 4000, 161, 160 * 2999, 480_000]
+
+
+def test_packed_mode_is_window_mode_cut_after_two_tail_frames():
+    audio, lens = _audio(PACKED_LENGTHS, seed=4)
+    window = LogMel(80).window_mode(audio, lens)
+    feats, frames, kept = LogMel(80).packed_mode(audio, lens)
+    assert frames.tolist() == [n // 160 for n in PACKED_LENGTHS]
+    assert kept.tolist() == [min(n // 160 + 2, 3000) for n in PACKED_LENGTHS]
+    assert feats.shape[2] == 3000
+    for i, k in enumerate(kept.tolist()):
+        torch.testing.assert_close(feats[i, :, :k], window[i, :, :k], rtol=0, atol=1e-5)
+        assert torch.count_nonzero(feats[i, :, k:]) == 0
+
+
+def test_packed_mode_does_not_depend_on_the_batch():
+    audio, lens = _audio(PACKED_LENGTHS[:4], seed=5)
+    batched, _, kept = LogMel(80).packed_mode(audio, lens)
+    for i, n in enumerate(PACKED_LENGTHS[:4]):
+        alone, _, _ = LogMel(80).packed_mode(audio[i:i + 1, :n], lens[i:i + 1])
+        k = int(kept[i])
+        assert alone.shape[2] == k
+        torch.testing.assert_close(alone[0], batched[i, :, :k], rtol=0, atol=1e-5)

@@ -19,7 +19,7 @@ def test_qwen2_audio_7b_matches_the_public_config():
     assert llm.norm_epsilon == 1e-5 and llm.max_position_embeddings == 8192
     assert cfg.audio_placeholder_id == 151646
     assert cfg.adapter == AdapterConfig(kind="pool-linear", downsample=2)
-    assert enc.input_mode == "window" and enc.window_key_padding_mask
+    assert enc.input_mode == "packed" and enc.window_key_padding_mask
 
 
 def test_whisper_presets_realise_the_default_frame_spec():

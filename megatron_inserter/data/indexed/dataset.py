@@ -198,3 +198,31 @@ def _save_npy(path: str, arr: np.ndarray) -> None:
 
 def _write_text(path: str, text: str) -> None:
     write_text_atomic(path, text)
+def document_positions(tokens: torch.Tensor, eod_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For packing without cross-document attention: the document of every position of a packed sample
+    (0, 1, ... within the sample) and the position inside it, for tokens ``[..., s]``.
+
+    A document ends with its end-of-document token and includes it, as in Megatron's
+    ``get_ltor_masks_and_position_ids``: the token after an EOD starts the next document at position 0.
+    Padding after the last document continues that document (it carries no loss).
+    """
+    ends = (tokens == eod_id).long()
+    document = torch.cumsum(ends, dim=-1) - ends  # EOD tokens strictly before each position
+    pos = torch.arange(tokens.shape[-1], device=tokens.device).expand_as(tokens)
+    last_end = torch.where(ends.bool(), pos, torch.full_like(pos, -1)).cummax(dim=-1).values
+    start = torch.nn.functional.pad(last_end[..., :-1], (1, 0), value=-1) + 1  # after the last EOD before
+    return document, pos - start
+
+
+def separate_documents(batch: dict, eod_id: int, reset_position_ids: bool, eod_mask_loss: bool) -> dict:
+    """Megatron's ``--reset-position-ids`` and ``--eod-mask-loss`` on a sample or a collated batch: positions
+    restart at every document, and no loss is taken where the input is an EOD (its target starts another
+    document). A copy; the attention side (``--reset-attention-mask``) is the model's."""
+    out = dict(batch)
+    if reset_position_ids:
+        out["position_ids"] = document_positions(batch["tokens"], eod_id)[1]
+    if eod_mask_loss:
+        out["loss_mask"] = batch["loss_mask"] * (batch["tokens"] != eod_id).to(batch["loss_mask"].dtype)
+    return out
+
+
