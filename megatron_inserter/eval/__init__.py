@@ -3,11 +3,11 @@
 Reading order:
 
 * ``cli``: the flags of every task (one dataclass each; the generation flags declared once) and the runs.
-* ``pipeline``: the one path of every task: rows -> requests -> answers -> gather -> score -> write;
+* ``task``: the one path of every task: rows -> requests -> answers -> gather -> score -> write;
   a task supplies only how to load its rows, build a request, score and write (``EvalTask``).
 * ``responder``: the ``Responder`` protocol every evaluation asks for text, ``EvalRequest``, loading the
   model-backed responder and choosing its prompt template.
-* ``answers``, ``parallel``, ``records``: resumable answer logs, data-parallel slices and the gather,
+* ``answers``, ``slices``, ``records``: resumable answer logs, data-parallel slices and the gather,
   JSON-lines input and atomic outputs; ``skips``: rows that cannot be used, with id and reason.
 * Tasks: ``asr`` (+ ``text_norm``): WER / CER; ``audio_qa``: instruction + audio -> label accuracy
   (``manifest`` reads both manifests); ``speechinstructbench``: closed-ended IFEval checks, open-ended and

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from megatron_inserter.eval.parallel import done_marker, rank_file, split_rows, wait_for_files
 from megatron_inserter.eval.records import RecordLog, read_jsonl, write_json_atomic
 from megatron_inserter.eval.responder import EvalRequest, Responder
+from megatron_inserter.eval.slices import done_marker, rank_file, split_rows, wait_for_files
 
 
 @dataclass

@@ -22,10 +22,10 @@ from pathlib import Path
 
 from megatron_inserter.errors import DataError
 from megatron_inserter.eval.manifest import read_manifest, resolve_audio, unique_uids
-from megatron_inserter.eval.pipeline import EvalConfig, EvalTask, run
 from megatron_inserter.eval.records import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from megatron_inserter.eval.responder import EvalRequest, Responder, SamplingParams
 from megatron_inserter.eval.skips import Skips
+from megatron_inserter.eval.task import EvalConfig, EvalTask, run
 from megatron_inserter.eval.text_norm import error_counts, normalize_chinese, normalize_english
 
 DEFAULT_PROMPTS = {"en": "Transcribe the speech into text.", "zh": "请将这段语音转写为文字。"}

@@ -144,7 +144,7 @@ def _common(flags: GenerationFlags) -> dict:
 
 
 def _check_generation(flags: GenerationFlags) -> None:
-    from megatron_inserter.eval.parallel import check_rank
+    from megatron_inserter.eval.slices import check_rank
 
     try:
         check_rank(flags.dp_rank, flags.dp_size)
@@ -247,8 +247,8 @@ def _manifest(flags) -> Path:
 
 
 def _generate_and_score(flags: GenerationFlags, task) -> int:
-    """Run a task of the evaluation pipeline with the checkpoint's responder; rank 0 prints the table."""
-    from megatron_inserter.eval.pipeline import run
+    """Run a task of the evaluation path with the checkpoint's responder; rank 0 prints the table."""
+    from megatron_inserter.eval.task import run
 
     results = run(task, _responder(flags, task.prog))
     if results is not None:

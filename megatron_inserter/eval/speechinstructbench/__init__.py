@@ -15,7 +15,7 @@ at temperature 0.5, IAR/ECR) with these deliberate differences:
 * ``language:response_language`` accepts ``zh`` and langdetect's ``zh-cn``/``zh-tw``; langdetect is seeded;
 * English sentence counting works without downloaded NLTK data (``text_units``).
 
-Modules in reading order: ``choices`` (the names of tasks, variants, languages), ``layout`` (files and
-rows of the release), ``runner`` (the task on the evaluation pipeline), ``closed`` (+ ``checkers``,
-``text_units``), ``judging`` (+ ``judged``, ``judge_prompts``), ``report``.
+Modules in reading order: ``choices`` (the names of tasks, variants, languages), ``bench_files`` (files
+and rows of the release), ``runner`` (the benchmark as a task of ``eval.task``), ``closed`` (+ ``checkers``,
+``text_units``), ``judging`` (+ ``judged``, ``judge_prompts``), ``leaderboard`` (metrics and tables).
 """

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from megatron_inserter.eval.judge import Judge, JudgeConfig, collect_votes
 from megatron_inserter.eval.records import RecordLog
+from megatron_inserter.eval.speechinstructbench.bench_files import META
 from megatron_inserter.eval.speechinstructbench.judged import JUDGED_TASKS
-from megatron_inserter.eval.speechinstructbench.layout import META
 
 NO_JUDGE = "no judge configured (pass --judge http or --judge local)"
 

@@ -1,4 +1,4 @@
-"""SpeechInstructBench on the evaluation pipeline: load rows, generate answers, judge, score, report.
+"""SpeechInstructBench as a task of the evaluation path (``eval.task``): load rows, generate answers, judge, score, report.
 
 Output folder:
   responses.jsonl              answers as they are generated ({uid, response} or {uid, error}); with
@@ -24,8 +24,6 @@ from pathlib import Path
 
 from megatron_inserter.errors import DataError, UsageError
 from megatron_inserter.eval.judge import Judge, JudgeConfig
-from megatron_inserter.eval.pipeline import EvalConfig, EvalTask, finish
-from megatron_inserter.eval.pipeline import run as run_task
 from megatron_inserter.eval.records import (
     read_jsonl,
     write_json_atomic,
@@ -33,12 +31,14 @@ from megatron_inserter.eval.records import (
     write_text_atomic,
 )
 from megatron_inserter.eval.responder import EvalRequest, Responder
-from megatron_inserter.eval.speechinstructbench import layout, report, text_units
+from megatron_inserter.eval.speechinstructbench import bench_files, leaderboard, text_units
+from megatron_inserter.eval.speechinstructbench.bench_files import META
 from megatron_inserter.eval.speechinstructbench.choices import MODALITIES  # noqa: F401 (re-exported)
 from megatron_inserter.eval.speechinstructbench.closed import score_closed_rows
 from megatron_inserter.eval.speechinstructbench.judged import tally_judged
 from megatron_inserter.eval.speechinstructbench.judging import NO_JUDGE, judge_rows
-from megatron_inserter.eval.speechinstructbench.layout import META
+from megatron_inserter.eval.task import EvalConfig, EvalTask, finish
+from megatron_inserter.eval.task import run as run_task
 
 _BAD_LINE_RE = re.compile(r"(.*?:\d+): (.*)", re.DOTALL)
 DEFAULT_SYSTEM_PROMPT = (
@@ -48,9 +48,9 @@ DEFAULT_SYSTEM_PROMPT = (
 
 @dataclass
 class RunConfig(EvalConfig):
-    tasks: tuple[str, ...] = layout.TASKS
-    variants: tuple[str, ...] = layout.VARIANTS
-    languages: tuple[str, ...] = layout.LANGUAGES
+    tasks: tuple[str, ...] = bench_files.TASKS
+    variants: tuple[str, ...] = bench_files.VARIANTS
+    languages: tuple[str, ...] = bench_files.LANGUAGES
     modality: str = "speech"  # speech: audio + text_prompt; text: the row's written prompt, no audio
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     text_prompt: str = ""
@@ -75,7 +75,7 @@ def build_request(row: dict, config: RunConfig) -> EvalRequest | str:
             request_id=meta["uid"],
         )
     if "audio" not in meta:
-        return f"audio not found ({layout.audio_reference(row) or 'no audio field'})"
+        return f"audio not found ({bench_files.audio_reference(row) or 'no audio field'})"
     return EvalRequest(
         text_prompt=config.text_prompt,
         audio_path=meta["audio"],
@@ -94,7 +94,7 @@ class SpeechInstructBenchTask(EvalTask):
         config: RunConfig,
         judge: Judge | None = None,
         bench_dir: Path | None = None,
-        loaded: tuple[list[dict], layout.LoadReport] | None = None,
+        loaded: tuple[list[dict], bench_files.LoadReport] | None = None,
     ):
         super().__init__(config)
         self.judge = judge
@@ -135,7 +135,7 @@ class SpeechInstructBenchTask(EvalTask):
                 summary = score_closed_rows(group_rows, config.rules, config.sentence_splitter).summary()
             else:
                 summary = tally_judged(task, group_rows).summary()
-            details[report.group_name(task, variant, language)] = summary
+            details[leaderboard.group_name(task, variant, language)] = summary
         for row in rows:
             if isinstance(row.get("score_error"), str):
                 self.skips.add("scoring", self.uid(row), row["score_error"])
@@ -143,7 +143,7 @@ class SpeechInstructBenchTask(EvalTask):
                 self.skips.add("judge", self.uid(row), row["judge_error"])
         splitter_source = text_units.english_sentence_splitter(config.sentence_splitter)[1]
         return {
-            "metrics": report.flat_metrics(details),
+            "metrics": leaderboard.flat_metrics(details),
             "details": details,
             "config": {
                 "tasks": list(config.tasks),
@@ -164,20 +164,20 @@ class SpeechInstructBenchTask(EvalTask):
         out = Path(self.config.output_dir)
         write_jsonl_atomic(out / "scored.jsonl", rows)
         write_json_atomic(out / "results.json", results)
-        write_text_atomic(out / self.table, report.leaderboard_markdown(results["details"], self.config.name))
+        write_text_atomic(out / self.table, leaderboard.leaderboard_markdown(results["details"], self.config.name))
 
 
-def load_benchmark(bench_dir: Path, config: RunConfig) -> tuple[list[dict], layout.LoadReport]:
+def load_benchmark(bench_dir: Path, config: RunConfig) -> tuple[list[dict], bench_files.LoadReport]:
     bench_dir = Path(bench_dir)
     if not bench_dir.is_dir():
         raise UsageError(f"--bench-dir {bench_dir} is not a folder (a copy of ddwang2000/SpeechInstructBench)")
-    found = layout.discover(bench_dir, exclude=Path(config.output_dir))
+    found = bench_files.discover(bench_dir, exclude=Path(config.output_dir))
     if not found.files:
         raise DataError(
             f"no SpeechInstructBench jsonl files under {bench_dir} (expected closed-ended/, open-ended/ and "
             f"adjustment/ from ddwang2000/SpeechInstructBench); skipped: {found.skipped_files[:5]}"
         )
-    rows = layout.load_rows(bench_dir, found, config.tasks, config.variants, config.languages)
+    rows = bench_files.load_rows(bench_dir, found, config.tasks, config.variants, config.languages)
     if not rows:
         raise DataError(
             f"no rows under {bench_dir} match tasks={config.tasks} variants={config.variants} "
@@ -191,7 +191,7 @@ def run(
     responder: Responder,
     judge: Judge | None,
     config: RunConfig,
-    loaded: tuple[list[dict], layout.LoadReport] | None = None,
+    loaded: tuple[list[dict], bench_files.LoadReport] | None = None,
 ) -> dict | None:
     """Generate (this rank's slice), then on rank 0 gather and score.
 
@@ -220,7 +220,7 @@ def load_scored_rows(rows_path: Path, config: RunConfig) -> tuple[list[dict], di
         raise DataError(f"--score-only {rows_path} has no rows{f' ({reasons})' if reasons else ''}")
     rows, seen, filtered = [], set(), 0
     for line, row in read.numbered_rows():
-        meta = layout.infer_meta(row, line - 1)
+        meta = bench_files.infer_meta(row, line - 1)
         selected = (
             meta["task"] in config.tasks
             and meta["language"] in config.languages

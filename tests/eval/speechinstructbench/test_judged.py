@@ -5,6 +5,7 @@ import json
 import pytest
 
 from megatron_inserter.eval.judge import JudgeConfig, MalformedAnswer
+from megatron_inserter.eval.speechinstructbench.bench_files import META
 from megatron_inserter.eval.speechinstructbench.judged import (
     adjustment_majority,
     decomposed_questions,
@@ -15,7 +16,6 @@ from megatron_inserter.eval.speechinstructbench.judged import (
     tally_judged,
 )
 from megatron_inserter.eval.speechinstructbench.judging import judge_rows
-from megatron_inserter.eval.speechinstructbench.layout import META
 from tests.eval.fakes import ScriptedJudge
 
 

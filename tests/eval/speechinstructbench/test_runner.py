@@ -10,7 +10,7 @@ from megatron_inserter.eval.answers import is_answered
 from megatron_inserter.eval.judge import HttpChatJudge, JudgeConfig
 from megatron_inserter.eval.records import RecordLog, read_jsonl
 from megatron_inserter.eval.speechinstructbench import runner
-from megatron_inserter.eval.speechinstructbench.layout import META
+from megatron_inserter.eval.speechinstructbench.bench_files import META
 from tests.eval.fakes import (
     FakeChatServer,
     ScriptedJudge,

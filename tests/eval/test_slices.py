@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from megatron_inserter.eval.parallel import gather_rows, shard_bounds, split_rows
+from megatron_inserter.eval.slices import gather_rows, shard_bounds, split_rows
 
 
 @pytest.mark.parametrize("num_rows", [0, 1, 2, 5, 11])

@@ -6,7 +6,7 @@ are ``{group}/{p_acc|i_acc|iar|ecr}`` in percent; ``inserter eval compare`` read
 
 from __future__ import annotations
 
-from megatron_inserter.eval.speechinstructbench.layout import LANGUAGES, VARIANTS
+from megatron_inserter.eval.speechinstructbench.bench_files import LANGUAGES, VARIANTS
 
 LANGUAGE_NAMES = {"en": "English", "zh": "Chinese"}
 METRIC_NAMES = ("p_acc", "i_acc", "iar", "ecr")

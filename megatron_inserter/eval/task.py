@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from megatron_inserter.eval.answers import PendingItem, answer_slice, gather_answers, is_answered
-from megatron_inserter.eval.parallel import check_rank
 from megatron_inserter.eval.responder import EvalRequest, Responder, SamplingParams
 from megatron_inserter.eval.skips import Skips, printable
+from megatron_inserter.eval.slices import check_rank
 
 
 @dataclass

@@ -1,16 +1,16 @@
-"""The evaluation pipeline: a task supplies its parts; skipped rows are listed on stderr and in the results."""
+"""The evaluation path: a task supplies its parts; skipped rows are listed on stderr and in the results."""
 
 import json
 
 import pytest
 
-from megatron_inserter.eval import pipeline
+from megatron_inserter.eval import task
 from megatron_inserter.eval.asr import AsrConfig, run_asr
 from megatron_inserter.eval.responder import EvalRequest
 from tests.eval.fakes import ScriptedResponder, touch_audio
 
 
-class EchoTask(pipeline.EvalTask):
+class EchoTask(task.EvalTask):
     """The smallest task: rows {id, text}; the answer must repeat the text."""
 
     command, kind, stem = "echo", "echo", "echo_answers"
@@ -44,15 +44,15 @@ def echo(request):
 
 
 def test_two_ranks_gather_to_the_one_rank_result_and_skips_are_reported(tmp_path, capsys):
-    single = pipeline.run(EchoTask(ROWS, pipeline.EvalConfig(tmp_path / "one", progress=False)),
+    single = task.run(EchoTask(ROWS, task.EvalConfig(tmp_path / "one", progress=False)),
                           ScriptedResponder(echo))
     out = tmp_path / "two"
     rank1 = ScriptedResponder(echo, fail={"r6"})
-    config = pipeline.EvalConfig(out, progress=False, dp_size=2)
-    assert pipeline.run(EchoTask(ROWS, pipeline.EvalConfig(out, progress=False, dp_rank=1, dp_size=2)), rank1) is None
+    config = task.EvalConfig(out, progress=False, dp_size=2)
+    assert task.run(EchoTask(ROWS, task.EvalConfig(out, progress=False, dp_rank=1, dp_size=2)), rank1) is None
     assert "rank 1: 1 of 3 requests failed (first: r6: RuntimeError" in capsys.readouterr().err
     rank0 = ScriptedResponder(echo)
-    gathered = pipeline.run(EchoTask(ROWS, config), rank0)
+    gathered = task.run(EchoTask(ROWS, config), rank0)
     assert {r.request_id for r in rank0.requests} == {"r0", "r1", "r2"}  # r3 has no input; r4-r6 are rank 1's
     assert single["metrics"] == {"accuracy": 100 * 5 / 6}
     assert gathered["metrics"] == {"accuracy": 100 * 4 / 5}  # r6 failed on rank 1
@@ -87,6 +87,6 @@ def test_asr_rows_skipped_on_input_are_named_on_stderr(tmp_path, capsys):
 
 def test_control_characters_in_row_ids_are_escaped_on_stderr(tmp_path, capsys):
     rows = [{"id": "evil\x1b[2J", "text": ""}, {"id": "ok", "text": "t"}]
-    pipeline.run(EchoTask(rows, pipeline.EvalConfig(tmp_path, progress=False)), ScriptedResponder(echo))
+    task.run(EchoTask(rows, task.EvalConfig(tmp_path, progress=False)), ScriptedResponder(echo))
     err = capsys.readouterr().err
     assert "\x1b" not in err and "evil\\x1b[2J: empty text" in err

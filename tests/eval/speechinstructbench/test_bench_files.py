@@ -2,7 +2,7 @@
 
 import pytest
 
-from megatron_inserter.eval.speechinstructbench.layout import BenchFile, classify, infer_meta
+from megatron_inserter.eval.speechinstructbench.bench_files import BenchFile, classify, infer_meta
 
 
 @pytest.mark.parametrize(
