@@ -1,6 +1,6 @@
 """Checkpoint conversion between Hugging Face and megatron-inserter (``inserter convert``).
 
-  cli.py            command line (``main(argv)``)
+  cli.py            command line (``main(argv)``; flags as dataclasses)
   hf_to_mcore.py    Qwen2 / Llama LLMs, Qwen2-Audio, LLM + Whisper composition -> dist checkpoint
   mcore_to_hf.py    dist checkpoint -> Qwen2-Audio, or the LLM alone as Qwen2 / Llama
   hf_llm.py         LLM configs and tensor names (GPTModel <-> Qwen2 / Llama)
@@ -10,6 +10,7 @@
   mcore_io.py       meta-device models, filling and reading sharded state dicts
   mcore_checkpoint.py  the trainer's checkpoint layout (tracker, iter_0000000, common state)
   builders.py       the models conversion builds (as training builds them)
-  model_config.py   model_config.json
   layout.py         output directories (staged, renamed into place)
+
+The model a checkpoint holds is read from and written to ``model_config.json`` by ``models/config_file.py``.
 """

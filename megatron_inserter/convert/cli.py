@@ -2,98 +2,108 @@
 
     inserter convert hf-to-mcore --hf-dir Qwen2-Audio-7B --output ckpt/qwen2-audio [--target-tensor-parallel-size 4]
     inserter convert hf-to-mcore --llm Qwen2.5-7B --encoder whisper-large-v3 --output ckpt/inserter
-    inserter convert mcore-to-hf --load ckpt/run --output hf/run [--llm-only]
+    inserter convert mcore-to-hf --load runs/demo/train --output hf/demo [--llm-only]
 
 hf-to-mcore writes a dist checkpoint that ``inserter train --load DIR --finetune`` reads at any TP/PP, with
-``model_config.json`` (the model's shapes) next to it. mcore-to-hf writes config.json + safetensors loadable by
-transformers (Qwen2AudioForConditionalGeneration, or Qwen2ForCausalLM / LlamaForCausalLM with --llm-only).
+``model_config.json`` (the model's shapes) next to it. mcore-to-hf reads the ``model_config.json`` every
+converted or trained checkpoint carries and writes config.json + safetensors loadable by transformers
+(Qwen2AudioForConditionalGeneration, or Qwen2ForCausalLM / LlamaForCausalLM with --llm-only).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
+from dataclasses import dataclass
 
-from megatron_inserter.convert.errors import ConversionError
+from megatron_inserter.errors import UsageError
+from megatron_inserter.flags import arg, run_subcommands
+from megatron_inserter.models.config import INPUT_MODES
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local directories only: never reach a model hub
 
+DTYPES = ["auto", "bf16", "fp16", "fp32"]
+_SOURCE = "source (one of --hf-dir, or --llm with --encoder)"
 
-def _size(text: str) -> int:
+
+@dataclass
+class HfToMcoreFlags:
+    hf_dir: str | None = arg(None, "a Qwen2 / Qwen2.5 / Llama 3 model or a whole Qwen2-Audio model", metavar="DIR",
+                             group=_SOURCE)
+    llm: str | None = arg(None, "language model directory, combined with --encoder and a fresh adapter",
+                          metavar="DIR", group=_SOURCE)
+    encoder: str | None = arg(None, "Whisper directory (WhisperModel / WhisperForConditionalGeneration)",
+                              metavar="DIR", group=_SOURCE)
+    output: str = arg(None, "checkpoint directory to create (must not exist)", required=True, metavar="DIR")
+    target_tensor_parallel_size: int = arg(1, "largest tensor-parallel size planned (checks head counts, pads the "
+                                              "vocabulary); the checkpoint loads at any TP/PP")
+    dtype: str = arg("auto", "weight dtype written (auto: the source's)", choices=DTYPES)
+    seed: int = arg(1234, "seed of the fresh adapter (--llm/--encoder)")
+    audio_placeholder_id: int | None = arg(None, "<|AUDIO|> token id (--llm/--encoder; default: from the LLM's "
+                                                 "tokenizer.json)")
+    encoder_input_mode: str = arg("masked", "encoder input handling of the composed model", choices=INPUT_MODES)
+
+
+@dataclass
+class McoreToHfFlags:
+    load: str = arg(None, "checkpoint root (with latest_checkpointed_iteration.txt) or one iter_XXXXXXX directory",
+                    required=True, metavar="DIR")
+    output: str = arg(None, "Hugging Face directory to create (must not exist)", required=True, metavar="DIR")
+    llm_only: bool = arg(False, "write the language model alone (Qwen2 / Llama) instead of the whole Qwen2-Audio")
+    model_config: str | None = arg(None, "model_config.json describing the checkpoint (default: the one the "
+                                         "checkpoint carries)", metavar="FILE")
+    dtype: str = arg("auto", "weight dtype written (auto: the checkpoint's)", choices=DTYPES)
+    max_shard_size: str = arg("5G", "split the safetensors files above this size (e.g. 5G, 500M, 1000000)",
+                              metavar="SIZE")
+
+
+def parse_size(text: str) -> int:
     units = {"K": 1024, "M": 1024**2, "G": 1024**3}
-    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    norm = text.strip().upper().removesuffix("B").removesuffix("I")
     try:
-        return int(float(text[:-1]) * units[text[-1]]) if text[-1:] in units else int(text)
+        size = int(float(norm[:-1]) * units[norm[-1]]) if norm[-1:] in units else int(norm)
     except (ValueError, IndexError):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 5G, 500M, 1000000)") from None
+        size = 0
+    if size <= 0:
+        raise UsageError(f"--max-shard-size {text!r} is not a size (e.g. 5G, 500M, 1000000)")
+    return size
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="inserter convert", allow_abbrev=False,
-                                description="Convert checkpoints between Hugging Face and megatron-inserter.")
-    sub = p.add_subparsers(dest="direction", required=True)
+def hf_to_mcore(flags: HfToMcoreFlags) -> int:
+    from megatron_inserter.convert import hf_to_mcore as convert
 
-    imp = sub.add_parser("hf-to-mcore", allow_abbrev=False, help="Hugging Face directory -> dist checkpoint")
-    src = imp.add_argument_group("source (one of --hf-dir, or --llm with --encoder)")
-    src.add_argument("--hf-dir", help="a Qwen2 / Qwen2.5 / Llama 3 model or a whole Qwen2-Audio model")
-    src.add_argument("--llm", help="language model directory, combined with --encoder and a fresh adapter")
-    src.add_argument("--encoder", help="Whisper directory (WhisperModel / WhisperForConditionalGeneration)")
-    imp.add_argument("--output", required=True, help="checkpoint directory to create (must not exist)")
-    imp.add_argument("--target-tensor-parallel-size", type=int, default=1,
-                     help="largest tensor-parallel size planned (checks head counts, pads the vocabulary); "
-                          "the checkpoint loads at any TP/PP (default: 1)")
-    imp.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"], default="auto",
-                     help="weight dtype written (default: auto, the source's)")
-    imp.add_argument("--seed", type=int, default=1234, help="seed of the fresh adapter (--llm/--encoder)")
-    imp.add_argument("--audio-placeholder-id", type=int, default=None,
-                     help="<|AUDIO|> token id (--llm/--encoder; default: from the LLM's tokenizer.json)")
-    imp.add_argument("--encoder-input-mode", choices=["masked", "window"], default="masked",
-                     help="encoder input handling of the composed model (default: masked)")
-
-    exp = sub.add_parser("mcore-to-hf", allow_abbrev=False, help="dist checkpoint -> Hugging Face directory")
-    exp.add_argument("--load", required=True, help="checkpoint root (with latest_checkpointed_iteration.txt) or "
-                                                   "one iter_XXXXXXX directory")
-    exp.add_argument("--output", required=True, help="Hugging Face directory to create (must not exist)")
-    exp.add_argument("--llm-only", action="store_true",
-                     help="write the language model alone (Qwen2 / Llama) instead of the whole Qwen2-Audio")
-    exp.add_argument("--model-config", default=None,
-                     help="model_config.json describing the checkpoint (default: the one next to --load)")
-    exp.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"], default="auto",
-                     help="weight dtype written (default: auto, the checkpoint's)")
-    exp.add_argument("--max-shard-size", type=_size, default="5G",
-                     help="split the safetensors files above this size (default: 5G)")
-    return p
-
-
-def run(args: argparse.Namespace) -> str:
-    from megatron_inserter.convert import hf_to_mcore, mcore_to_hf
-
-    if args.direction == "mcore-to-hf":
-        return mcore_to_hf.export(args.load, args.output, llm_only=args.llm_only, dtype=args.dtype,
-                                  max_shard_bytes=args.max_shard_size, model_config_path=args.model_config)
-    tp = args.target_tensor_parallel_size
-    if args.hf_dir and (args.llm or args.encoder):
-        raise ConversionError("give either --hf-dir or --llm with --encoder, not both")
-    if args.hf_dir:
-        return hf_to_mcore.convert(args.hf_dir, args.output, tp, args.dtype)
-    if not (args.llm and args.encoder):
-        raise ConversionError("hf-to-mcore needs --hf-dir, or both --llm and --encoder")
-    return hf_to_mcore.compose(args.llm, args.encoder, args.output, tp, args.dtype, seed=args.seed,
-                               audio_placeholder_id=args.audio_placeholder_id,
-                               encoder_input_mode=args.encoder_input_mode)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        out = run(args)
-    except ConversionError as e:
-        print(f"inserter convert: error: {e}", file=sys.stderr)
-        return 1
+    if flags.hf_dir and (flags.llm or flags.encoder):
+        raise UsageError("give either --hf-dir or --llm with --encoder, not both")
+    tp = flags.target_tensor_parallel_size
+    if flags.hf_dir:
+        out = convert.convert(flags.hf_dir, flags.output, tp, flags.dtype)
+    elif flags.llm and flags.encoder:
+        out = convert.compose(flags.llm, flags.encoder, flags.output, tp, flags.dtype, seed=flags.seed,
+                              audio_placeholder_id=flags.audio_placeholder_id,
+                              encoder_input_mode=flags.encoder_input_mode)
+    else:
+        raise UsageError("hf-to-mcore needs --hf-dir, or both --llm and --encoder")
     print(f"wrote {out}")
     return 0
 
 
+def mcore_to_hf(flags: McoreToHfFlags) -> int:
+    from megatron_inserter.convert import mcore_to_hf as export
+
+    out = export.export(flags.load, flags.output, llm_only=flags.llm_only, dtype=flags.dtype,
+                        max_shard_bytes=parse_size(flags.max_shard_size), model_config_path=flags.model_config)
+    print(f"wrote {out}")
+    return 0
+
+
+COMMANDS = {
+    "hf-to-mcore": (HfToMcoreFlags, hf_to_mcore, "Hugging Face directory -> dist checkpoint"),
+    "mcore-to-hf": (McoreToHfFlags, mcore_to_hf, "dist checkpoint (converted or trained) -> Hugging Face directory"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_subcommands("inserter convert", COMMANDS, argv, description=__doc__)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -26,7 +26,7 @@ import torch
 from megatron_inserter.convert import qkv
 from megatron_inserter.convert.errors import ConversionError
 from megatron_inserter.convert.hf_io import HFCheckpoint
-from megatron_inserter.models.llm import LLMConfig
+from megatron_inserter.models.config import LLMConfig
 
 SUPPORTED = ("qwen2", "llama")
 # Buffers some older checkpoints carry; recomputed from the config, never converted.

@@ -10,12 +10,12 @@ import os
 
 import torch
 
-from megatron_inserter.convert import hf_audio, hf_llm, mcore_checkpoint, model_config
+from megatron_inserter.convert import hf_audio, hf_llm, mcore_checkpoint
 from megatron_inserter.convert.builders import inserter_builder, llm_builder
 from megatron_inserter.convert.errors import ConversionError
 from megatron_inserter.convert.hf_io import HFCheckpoint, read_json
-from megatron_inserter.models.config import InserterModelConfig
-from megatron_inserter.models.llm import LLMConfig
+from megatron_inserter.models import config_file
+from megatron_inserter.models.config import InserterModelConfig, LLMConfig
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 DEFAULT_AUDIO_TOKEN = 151646  # Qwen2-Audio's <|AUDIO|>
@@ -64,7 +64,7 @@ def convert_llm(hf_dir: str, output: str, tp: int = 1, dtype: str = "auto") -> s
     padded = cfg.padded_vocab_size(tp)
     sources = dict(hf_llm.llm_to_mcore(ckpt, cfg, names, padded))
     reject_unused(ckpt)
-    meta = model_config.gpt_to_dict(cfg, padded, {"llm": ckpt.config})
+    meta = config_file.to_dict(cfg, padded, {"llm": ckpt.config})
     return mcore_checkpoint.write(output, llm_builder(cfg, tp), sources, meta, _dtype(dtype, ckpt), [hf_dir])
 
 
@@ -107,7 +107,7 @@ def convert_qwen2_audio(hf_dir: str, output: str, tp: int = 1, dtype: str = "aut
     sources.update(hf_audio.projector_to_mcore(ckpt, projector, encoder.hidden_size, llm.hidden_size, where))
     sources.update(hf_llm.llm_to_mcore(ckpt, llm, names, padded, prefix="language_model."))
     reject_unused(ckpt)
-    meta = model_config.inserter_to_dict(cfg, padded, {"qwen2_audio": whole})
+    meta = config_file.to_dict(cfg, padded, {"qwen2_audio": whole})
     return mcore_checkpoint.write(output, inserter_builder(cfg), sources, meta, _dtype(dtype, ckpt), [hf_dir])
 
 
@@ -162,7 +162,7 @@ def compose(llm_dir: str, encoder_dir: str, output: str, tp: int = 1, dtype: str
     sources.update(hf_llm.llm_to_mcore(llm_ckpt, llm, names, padded, prefix="language_model."))
     reject_unused(llm_ckpt)
     reject_unused(enc_ckpt)
-    meta = model_config.inserter_to_dict(cfg, padded, {"llm": llm_ckpt.config, "encoder": enc_ckpt.config})
+    meta = config_file.to_dict(cfg, padded, {"llm": llm_ckpt.config, "encoder": enc_ckpt.config})
     return mcore_checkpoint.write(output, inserter_builder(cfg), sources, meta, _dtype(dtype, llm_ckpt), [llm_dir])
 
 

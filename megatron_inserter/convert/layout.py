@@ -4,8 +4,8 @@
     OUT/iter_0000000/                      megatron-core dist checkpoint: {"model": sharded state} + common
                                            part (train_state at iteration 0, args, format_version), the
                                            layout ``inserter train --load OUT --finetune`` reads
-    OUT/model_config.json                  the model it holds (model_type, llm / encoder / adapter configs,
-                                           padded vocabulary, the source Hugging Face configs)
+    OUT/model_config.json                  the model it holds (``models/config_file.py``: model_type, llm /
+                                           encoder / adapter configs, padded vocabulary, the source configs)
     OUT/hf_assets/                         tokenizer / processor files copied from the source directories
 
 Every output (dist checkpoint or Hugging Face directory) is built in a hidden sibling directory and renamed
@@ -14,7 +14,6 @@ into place at the end; on any error the sibling is removed and nothing appears a
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -22,7 +21,6 @@ from contextlib import contextmanager
 
 from megatron_inserter.convert.errors import ConversionError
 
-MODEL_CONFIG = "model_config.json"
 ASSETS = "hf_assets"
 CONVERTED_ITERATION = 0
 # Small files a Hugging Face model directory carries besides its weights and config.
@@ -61,14 +59,6 @@ def _make_readable(root: str) -> None:
             os.chmod(os.path.join(dirpath, name), 0o666 & ~umask)
 
 
-def write_json(path: str, data: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def copy_assets(src_dir: str, dst_dir: str) -> list[str]:
     """Copy tokenizer / processor / generation files (never weights or config.json); returns their names."""
     copied = []
@@ -81,14 +71,3 @@ def copy_assets(src_dir: str, dst_dir: str) -> list[str]:
         shutil.copyfile(path, os.path.join(dst_dir, name))
         copied.append(name)
     return copied
-
-
-def read_model_config(checkpoint: str) -> dict:
-    """``model_config.json`` of a converted or trained checkpoint (the root or an iter_ directory)."""
-    for candidate in (checkpoint, os.path.dirname(os.path.abspath(checkpoint))):
-        path = os.path.join(candidate, MODEL_CONFIG)
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                return json.load(f)
-    raise ConversionError(f"{checkpoint} has no {MODEL_CONFIG}; pass --model-config FILE (the "
-                          f"{MODEL_CONFIG} written when the model was first converted)")

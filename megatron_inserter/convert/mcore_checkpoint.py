@@ -10,12 +10,23 @@ import torch
 
 from megatron_inserter.convert import layout, mcore_io
 from megatron_inserter.convert.errors import ConversionError
-from megatron_inserter.training.checkpointing import FORMAT_VERSION, TRACKER, TrainState, iteration_dir
+from megatron_inserter.files import write_text_atomic
+from megatron_inserter.models import config_file
+from megatron_inserter.training.checkpointing import (
+    FORMAT_VERSION,
+    TRACKER,
+    CheckpointError,
+    TrainState,
+    iteration_dir,
+    resolve_load_dir,
+)
 
 
 def write(output: str, builder: Callable[[], torch.nn.Module], sources: Mapping[str, mcore_io.Source],
           model_config: dict, dtype: torch.dtype | None, asset_dirs: Iterable[str] = ()) -> str:
-    """Publish a converted checkpoint at ``output``: nothing appears there unless every step succeeds."""
+    """Publish a converted checkpoint at ``output``: nothing appears there unless every step succeeds.
+
+    ``model_config`` is the ``config_file.to_dict`` mapping of the model ``builder`` builds."""
     with layout.staged_directory(output) as tmp:
         with mcore_io.single_process_parallel():
             model = mcore_io.build_on_meta(builder)
@@ -27,9 +38,8 @@ def write(output: str, builder: Callable[[], torch.nn.Module], sources: Mapping[
                 "format_version": FORMAT_VERSION,
             }
             mcore_io.save(state, iteration_dir(tmp, layout.CONVERTED_ITERATION))
-        with open(os.path.join(tmp, TRACKER), "w", encoding="utf-8") as f:
-            f.write(f"{layout.CONVERTED_ITERATION}\n")
-        layout.write_json(os.path.join(tmp, layout.MODEL_CONFIG), model_config)
+        write_text_atomic(os.path.join(tmp, TRACKER), f"{layout.CONVERTED_ITERATION}\n")
+        config_file.write(tmp, model_config)
         for src in asset_dirs:
             layout.copy_assets(src, os.path.join(tmp, layout.ASSETS))
     return os.path.abspath(output)
@@ -37,8 +47,6 @@ def write(output: str, builder: Callable[[], torch.nn.Module], sources: Mapping[
 
 def resolve(checkpoint: str) -> str:
     """The dist checkpoint directory of ``--load``: a root with a tracker file, or an iter_ directory."""
-    from megatron_inserter.training.checkpointing import CheckpointError, resolve_load_dir
-
     try:
         ckpt = resolve_load_dir(checkpoint)
     except CheckpointError as e:

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 import torch
 
 from megatron_inserter.convert.errors import ConversionError
+from megatron_inserter.training import safe_load
 
 # A converted tensor, or the pieces of one that megatron-core saves as separate shards (SwiGLU gate, up).
 Source = torch.Tensor | tuple
@@ -134,11 +135,15 @@ def _reading_request(st, dtype: torch.dtype):
 def load_groups(sharded: dict, directory: str, groups: Iterable[list[str]]) -> Iterator[dict[str, torch.Tensor]]:
     """Load the named tensors of a meta model's sharded state dict, one group at a time.
 
-    Each tensor comes back in the dtype it was saved in, at its TP=1 shape (SwiGLU halves merged).
+    Each tensor comes back in the dtype it was saved in, at its TP=1 shape (SwiGLU halves merged). The
+    checkpoint's files are read through ``training.safe_load`` (nothing in them runs).
     """
     from megatron.core import dist_checkpointing
     from megatron.core.dist_checkpointing.mapping import ShardedTensor, ShardedTensorFactory
+    from torch.distributed.checkpoint.api import CheckpointException
 
+    safe_load.install()
+    safe_load.verify(directory)
     saved = dist_checkpointing.load_tensors_metadata(directory)
     for names in groups:
         request, plan = {}, {}
@@ -162,8 +167,12 @@ def load_groups(sharded: dict, directory: str, groups: Iterable[list[str]]) -> I
             plan[name] = (value, keys)
         try:
             # Each request is a slice of a stacked tensor, so the whole-tensor coverage check is off.
-            loaded = dist_checkpointing.load(request, directory, validate_access_integrity=False)
-        except Exception as e:
+            loaded = dist_checkpointing.load(request, directory, common_strategy=safe_load.common_strategy(),
+                                             validate_access_integrity=False)
+        except (Exception, CheckpointException) as e:
+            refused = safe_load.refused_in(e)
+            if refused is not None:
+                raise safe_load.CheckpointError(f"{directory}: {refused}") from None
             raise ConversionError(f"reading {', '.join(names[:3])} from {directory} failed: {e}") from e
         out = {}
         for name, (value, keys) in plan.items():

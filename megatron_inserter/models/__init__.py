@@ -1,8 +1,9 @@
 """The speech-text model. (How many placeholder positions a clip occupies is data/frames.py, shared
 with the data pipeline; ``InserterModelConfig.frame_spec()`` describes this model to it.)
 
-  config.py          EncoderConfig, AdapterConfig, InserterModelConfig (pure data; ``frame_spec()``)
-  presets.py         named presets: ``InserterModelConfig.from_name("tiny")``
+  config.py          EncoderConfig, AdapterConfig, LLMConfig, InserterModelConfig (pure data; ``frame_spec()``)
+  config_file.py     model_config.json: the model a checkpoint holds (the one reader and writer)
+  presets.py         named presets and ``resolve(name_or_path)`` (a preset name or a model_config.json)
   llm.py             the GPTModel LLM (Qwen2 / Llama shapes)
   specs.py           megatron-core layer specs (TE on CUDA, local otherwise)
   melspec.py         Whisper log-mel on the model's device

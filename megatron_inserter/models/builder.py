@@ -1,7 +1,7 @@
 """Build the InSerter model chunks for this rank (one per virtual pipeline stage).
 
     initialize_parallel(ParallelConfig(...))
-    chunks = build_model_chunks(InserterModelConfig.from_name("tiny").with_tokenizer(tok),
+    chunks = build_model_chunks(presets.resolve("tiny").with_tokenizer(tok),
                                 sequence_parallel=True, bf16=True, params_dtype=torch.bfloat16)
 
 Keyword overrides are TransformerConfig fields of the LLM; parallel sizes default to the initialized

@@ -1,18 +1,58 @@
 """Configuration of the speech-text model: encoder, adapter, LLM, and how they are tied together.
 
-Pure data (no megatron-core import), so the data pipeline can ask a preset for its ``FrameSpec``:
+Pure data (imports nothing above ``data/frames.py``: no torch, no megatron-core), so the data pipeline and
+every ``--help`` can use it:
 
-    cfg = InserterModelConfig.from_name("tiny").with_tokenizer(tokenizer)
+    cfg = presets.resolve("tiny").with_tokenizer(tokenizer)
     spec = cfg.frame_spec()          # placeholders per clip: frames.num_audio_frames(n, spec)
+
+``presets.py`` names configurations; ``config_file.py`` reads and writes them as ``model_config.json``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from megatron_inserter.data.frames import SAMPLE_RATE, FrameSpec
-from megatron_inserter.models.llm import LLMConfig
+
+@dataclass
+class LLMConfig:
+    """The GPTModel language model in Qwen2 / Llama shapes (built by ``llm.py``)."""
+
+    num_layers: int
+    hidden_size: int
+    ffn_hidden_size: int
+    num_attention_heads: int
+    num_query_groups: int
+    vocab_size: int
+    max_position_embeddings: int = 32768
+    rotary_base: float = 1_000_000.0
+    add_qkv_bias: bool = True  # Qwen2: True; Llama: False
+    tie_embeddings: bool = False
+    norm_epsilon: float = 1e-6
+    kv_channels: int | None = None
+    make_vocab_size_divisible_by: int = 128
+    # Llama 3.1+ "llama3" RoPE scaling (factor; megatron-core's low/high frequency factors 1 and 4 and
+    # original context 8192 are Llama 3.1's). None = no scaling (Qwen2, Llama 3.0).
+    rope_scaling_factor: float | None = None
+    extra: dict = field(default_factory=dict)  # passed through to TransformerConfig
+
+    def padded_vocab_size(self, tensor_model_parallel_size: int) -> int:
+        return pad_vocab_size(self.vocab_size, self.make_vocab_size_divisible_by, tensor_model_parallel_size)
+
+
+def pad_vocab_size(vocab_size: int, divisible_by: int, tensor_model_parallel_size: int) -> int:
+    """Pad the vocabulary so every tensor-parallel shard is equal.
+
+    Unlike Megatron-LM's ``divisible_by x TP`` the multiple is ``lcm(divisible_by, TP)``: with the usual
+    128 and TP in 1..8 the padded size does not depend on TP, so a checkpoint's output layer keeps its
+    shape (and its logits) when it is loaded at another tensor-parallel size.
+    """
+    multiple = math.lcm(divisible_by, tensor_model_parallel_size)
+    return ((vocab_size + multiple - 1) // multiple) * multiple
+
 
 INPUT_MODES = ("packed", "masked", "window")
 ADAPTER_KINDS = ("pool-linear", "stack-mlp")
@@ -95,13 +135,6 @@ class InserterModelConfig:
             max_window_seconds=self.encoder.window_seconds,
         )
 
-    @classmethod
-    def from_name(cls, name: str, **overrides) -> InserterModelConfig:
-        """A registered preset (see ``presets.PRESETS``); ``overrides`` as in ``replace``."""
-        from megatron_inserter.models.presets import get_preset
-
-        return get_preset(name).replace(**overrides)
-
     def replace(self, *, vocab_size: int | None = None, audio_placeholder_id: int | None = None,
                 **fields) -> InserterModelConfig:
         """A copy with top-level fields replaced; ``vocab_size`` goes to the LLM."""
@@ -115,9 +148,9 @@ class InserterModelConfig:
     def with_tokenizer(self, tokenizer) -> InserterModelConfig:
         """Vocabulary size and placeholder id from a tokenizer (``data.tokenizers`` interface).
 
-        A config read from a converted checkpoint (``notes["fixed_vocab"]``) keeps its vocabulary size,
-        which matches the checkpoint's embedding rows (e.g. Qwen2-Audio-7B's 156032 for a tokenizer of
-        about 151.6k); the tokenizer must fit inside it.
+        A config read from a checkpoint's ``model_config.json`` (``notes["fixed_vocab"]``) keeps its
+        vocabulary size, which matches the checkpoint's embedding rows (e.g. Qwen2-Audio-7B's 156032 for a
+        tokenizer of about 151.6k); the tokenizer must fit inside it.
         """
         if tokenizer.audio_placeholder_id >= tokenizer.vocab_size:
             raise ValueError(f"tokenizer placeholder id {tokenizer.audio_placeholder_id} is outside its "

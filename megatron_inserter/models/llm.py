@@ -7,49 +7,12 @@ megatron-core's local specs otherwise.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.functional as F
 
 from megatron_inserter.models import specs
+from megatron_inserter.models.config import LLMConfig, pad_vocab_size  # noqa: F401  (shapes live in config.py)
 from megatron_inserter.runtime import cpu_compat
-
-
-@dataclass
-class LLMConfig:
-    num_layers: int
-    hidden_size: int
-    ffn_hidden_size: int
-    num_attention_heads: int
-    num_query_groups: int
-    vocab_size: int
-    max_position_embeddings: int = 32768
-    rotary_base: float = 1_000_000.0
-    add_qkv_bias: bool = True  # Qwen2: True; Llama: False
-    tie_embeddings: bool = False
-    norm_epsilon: float = 1e-6
-    kv_channels: int | None = None
-    make_vocab_size_divisible_by: int = 128
-    # Llama 3.1+ "llama3" RoPE scaling (factor; megatron-core's low/high frequency factors 1 and 4 and
-    # original context 8192 are Llama 3.1's). None = no scaling (Qwen2, Llama 3.0).
-    rope_scaling_factor: float | None = None
-    extra: dict = field(default_factory=dict)  # passed through to TransformerConfig
-
-    def padded_vocab_size(self, tensor_model_parallel_size: int) -> int:
-        return pad_vocab_size(self.vocab_size, self.make_vocab_size_divisible_by, tensor_model_parallel_size)
-
-
-def pad_vocab_size(vocab_size: int, divisible_by: int, tensor_model_parallel_size: int) -> int:
-    """Pad the vocabulary so every tensor-parallel shard is equal.
-
-    Unlike Megatron-LM's ``divisible_by x TP`` the multiple is ``lcm(divisible_by, TP)``: with the usual
-    128 and TP in 1..8 the padded size does not depend on TP, so a checkpoint's output layer keeps its
-    shape (and its logits) when it is loaded at another tensor-parallel size.
-    """
-    multiple = math.lcm(divisible_by, tensor_model_parallel_size)
-    return ((vocab_size + multiple - 1) // multiple) * multiple
 
 
 def use_transformer_engine() -> bool:

@@ -1,4 +1,7 @@
-"""Named model presets: ``InserterModelConfig.from_name(name)``.
+"""Named model presets and ``resolve(name_or_path)``, the one way to turn ``--model-preset`` into a config.
+
+    cfg = resolve("tiny")                      # a named preset (a fresh copy)
+    cfg = resolve("runs/demo/train")           # a checkpoint's model_config.json (vocabulary kept)
 
   tiny                        CPU demo: Whisper-shaped encoder (2 layers, d 64, 80 mels) + 4-layer, 128-wide
                               Qwen2-shaped LLM; vocabulary from the demo tokenizer (``with_tokenizer``).
@@ -14,10 +17,13 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import os
 from collections.abc import Callable
 
-from megatron_inserter.models.config import AdapterConfig, EncoderConfig, InserterModelConfig
-from megatron_inserter.models.llm import LLMConfig
+from megatron_inserter.errors import UsageError
+from megatron_inserter.models import config_file
+from megatron_inserter.models.config import AdapterConfig, EncoderConfig, InserterModelConfig, LLMConfig
 
 
 def _tiny() -> InserterModelConfig:
@@ -73,14 +79,34 @@ def register_preset(name: str, factory: Callable[[], InserterModelConfig]) -> No
     PRESETS[name] = factory
 
 
-def get_preset(name: str) -> InserterModelConfig:
-    """A named preset, or the ``model_config.json`` at a path (a converted checkpoint's shapes)."""
-    from megatron_inserter.models.config_file import is_config_path, read_model_config
+def is_config_path(name: str) -> bool:
+    """Whether ``--model-preset NAME`` names a file or directory rather than a preset."""
+    return name not in PRESETS and (name.endswith(".json") or os.path.sep in name or os.path.isdir(name))
 
-    if name not in PRESETS and is_config_path(name):
-        return read_model_config(name)
+
+def resolve(name_or_path: str) -> InserterModelConfig:
+    """A named preset, or the model a ``model_config.json`` describes (a file, or a checkpoint directory).
+
+    A file's vocabulary size is kept (``notes["fixed_vocab"]``: it is the checkpoint's embedding). A
+    ``gpt`` file becomes an InserterModelConfig around its LLM; its encoder and adapter are the ``tiny``
+    preset's, which a ``--model-type gpt`` run never builds.
+    """
+    if is_config_path(name_or_path):
+        return from_file(config_file.read(name_or_path))
     try:
-        factory = PRESETS[name]
+        factory = PRESETS[name_or_path]
     except KeyError:
-        raise ValueError(f"unknown model preset {name!r}; known: {', '.join(sorted(PRESETS))}") from None
+        raise UsageError(f"unknown model preset {name_or_path!r}; known: {', '.join(sorted(PRESETS))}, or the "
+                         f"path of a checkpoint or {config_file.FILE_NAME}") from None
     return copy.deepcopy(factory())
+
+
+def from_file(parsed: config_file.ModelConfigFile) -> InserterModelConfig:
+    """The InserterModelConfig of a parsed ``model_config.json`` (see ``resolve``)."""
+    cfg = parsed.config
+    if parsed.model_type == "gpt":
+        name = os.path.basename(os.path.dirname(os.path.abspath(parsed.path))) if parsed.path else "gpt"
+        cfg = dataclasses.replace(_tiny(), name=name or "gpt", llm=cfg)
+    cfg.notes = {**cfg.notes, "fixed_vocab": True, "model_type": parsed.model_type,
+                 "source": parsed.path or config_file.FILE_NAME}
+    return cfg

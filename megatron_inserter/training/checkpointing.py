@@ -10,11 +10,15 @@ finished, and only then published by atomically replacing the tracker file. Read
 tracker only, so a directory left behind by a killed save (``.tmp``, or renamed but not yet published)
 is never taken as the latest.
 
+    DIR/iter_0000100/model_config.json    the model it holds (``models/config_file.py``), also at
+    DIR/model_config.json                 the root for the latest save
+
 Contents: the model chunks' sharded state, the optimizer's sharded state (plain or distributed optimizer,
 fully reshardable formats), the LR scheduler, one RNG state object per rank, and in the common part the
 iteration, consumed samples, the arguments and the parallel layout. Model weights load at any TP/PP/VPP;
 the optimizer state reshards too, except between the plain and the distributed optimizer (a clear error
-suggests ``--no-load-optim``); RNG states are restored only at the same layout.
+suggests ``--no-load-optim``); RNG states are restored only at the same layout. Loading never runs code from the checkpoint's files
+(``safe_load``).
 """
 
 from __future__ import annotations
@@ -26,19 +30,17 @@ import re
 import shutil
 from dataclasses import asdict, dataclass, field
 
-import torch
 import torch.distributed as dist
 
-from megatron_inserter.training import rng_state
+from megatron_inserter.files import write_text_atomic
+from megatron_inserter.models import config_file
+from megatron_inserter.training import rng_state, safe_load
+from megatron_inserter.training.safe_load import CheckpointError  # noqa: F401  (the error of this module)
 
 logger = logging.getLogger(__name__)
 TRACKER = "latest_checkpointed_iteration.txt"
 FORMAT_VERSION = 1
 _OPTIM_METADATA = {"distrib_optim_sharding_type": "fully_sharded_model_space", "chained_optim_avoid_prefix": True}
-
-
-class CheckpointError(RuntimeError):
-    pass
 
 
 @dataclass
@@ -85,6 +87,15 @@ def resolve_load_dir(path: str) -> str | None:
     return ckpt
 
 
+def model_config_path(path: str) -> str | None:
+    """The ``model_config.json`` of the checkpoint at ``path`` (a root or an iteration directory): the
+    published iteration's own, else the one at or above ``path`` (converted checkpoints keep it at the root)."""
+    ckpt = resolve_load_dir(path) if os.path.isdir(path) else None
+    if ckpt is not None and os.path.isfile(os.path.join(ckpt, config_file.FILE_NAME)):
+        return os.path.join(ckpt, config_file.FILE_NAME)
+    return config_file.find(path)
+
+
 def _model_key(i: int, n: int) -> str:
     return "model" if n == 1 else f"model{i}"
 
@@ -119,16 +130,16 @@ def _has_state(optimizer) -> bool:
 
 
 def _write_tracker(root: str, iteration: int) -> None:
-    tmp = os.path.join(root, f".{TRACKER}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(f"{iteration}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(root, TRACKER))
+    write_text_atomic(os.path.join(root, TRACKER), f"{iteration}\n")
 
 
-def save_checkpoint(root: str, state: TrainState, chunks, optimizer, scheduler, args: dict) -> str:
-    """Collective: every rank calls it. Returns the published directory."""
+def save_checkpoint(root: str, state: TrainState, chunks, optimizer, scheduler, args: dict,
+                    model_config: dict | None = None) -> str:
+    """Collective: every rank calls it. Returns the published directory.
+
+    ``model_config`` (a ``config_file.to_dict`` mapping) is written into the iteration directory before it
+    is renamed into place, and to the root before the tracker names the new iteration.
+    """
     from megatron.core import dist_checkpointing
 
     final = iteration_dir(root, state.iteration)
@@ -151,9 +162,13 @@ def save_checkpoint(root: str, state: TrainState, chunks, optimizer, scheduler, 
     dist_checkpointing.save(sharded, tmp)
     dist.barrier()
     if dist.get_rank() == 0:
+        if model_config is not None:
+            config_file.write(tmp, model_config)
         if os.path.exists(final):  # the same iteration saved again (e.g. a resumed run's final save)
             shutil.rmtree(final)
         os.rename(tmp, final)
+        if model_config is not None:
+            config_file.write(root, model_config)
         _write_tracker(root, state.iteration)
     dist.barrier()
     return final
@@ -163,6 +178,7 @@ def load_checkpoint(path: str, chunks, optimizer, scheduler, current: TrainState
                     load_rng: bool = True, finetune: bool = False) -> TrainState | None:
     """Collective. Restores into the given objects; returns the saved TrainState (None: nothing to load)."""
     from megatron.core import dist_checkpointing
+    from torch.distributed.checkpoint.api import CheckpointException
 
     ckpt = resolve_load_dir(path)
     if ckpt is None:
@@ -170,8 +186,10 @@ def load_checkpoint(path: str, chunks, optimizer, scheduler, current: TrainState
             raise CheckpointError(f"--load {path} does not exist")
         logger.warning("--load %s holds no published checkpoint (%s); starting from scratch", path, TRACKER)
         return None
-    common = dist_checkpointing.load_common_state_dict(ckpt)
-    saved = TrainState(**common["train_state"])
+    safe_load.install()
+    safe_load.verify(ckpt)
+    common = safe_load.load_common(ckpt)
+    saved = _train_state(common, ckpt)
     if finetune:
         load_optim = load_rng = False
     if load_optim and saved.distributed_optimizer != current.distributed_optimizer:
@@ -199,8 +217,11 @@ def load_checkpoint(path: str, chunks, optimizer, scheduler, current: TrainState
     if load_rng:
         request["rng_state"] = _rng_object(None)
     try:
-        loaded = dist_checkpointing.load(request, ckpt)
-    except Exception as e:
+        loaded = dist_checkpointing.load(request, ckpt, common_strategy=safe_load.common_strategy())
+    except (Exception, CheckpointException) as e:
+        refused = safe_load.refused_in(e)
+        if refused is not None:
+            raise CheckpointError(f"{ckpt}: {refused}") from None
         hint = " (retry with --no-load-optim to load the weights only)" if load_optim else ""
         raise CheckpointError(f"loading {ckpt} failed: {e}{hint}") from e
     for i, chunk in enumerate(chunks):
@@ -228,5 +249,14 @@ def checkpoint_args(path: str) -> dict:
     ckpt = resolve_load_dir(path)
     if ckpt is None:
         raise CheckpointError(f"{path} holds no published checkpoint")
-    common = torch.load(os.path.join(ckpt, "common.pt"), map_location="cpu", weights_only=False)
-    return common["args"]
+    args = safe_load.load_common(ckpt).get("args")
+    if not isinstance(args, dict):
+        raise CheckpointError(f"{os.path.join(ckpt, safe_load.COMMON_FILE)} holds no training arguments")
+    return args
+
+
+def _train_state(common: dict, ckpt: str) -> TrainState:
+    try:
+        return TrainState(**common["train_state"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{os.path.join(ckpt, safe_load.COMMON_FILE)}: no valid train_state ({e})") from None

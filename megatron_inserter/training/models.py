@@ -125,10 +125,10 @@ def model_family(args: TrainingArguments, tokenizer):
     and document flags applied."""
     import dataclasses
 
-    from megatron_inserter.models.config import InserterModelConfig
+    from megatron_inserter.models.presets import resolve
 
     try:
-        config = InserterModelConfig.from_name(args.model_preset).with_tokenizer(tokenizer)
+        config = resolve(args.model_preset).with_tokenizer(tokenizer)
         if args.encoder_input_mode is not None:
             config = config.replace(encoder=dataclasses.replace(config.encoder, input_mode=args.encoder_input_mode))
     except ValueError as e:

@@ -42,12 +42,12 @@ def _build(checkpoint: str, tp: int):
     """The model a converted checkpoint describes (model_config.json), built for the current layout."""
     from megatron.core import parallel_state as ps
 
-    from megatron_inserter.convert.layout import read_model_config
-    from megatron_inserter.convert.model_config import from_dict
+    from megatron_inserter.models import config_file
     from megatron_inserter.models.builder import build_model_chunks
     from megatron_inserter.models.llm import build_gpt, transformer_config
 
-    kind, cfg = from_dict(read_model_config(checkpoint))
+    parsed = config_file.read(checkpoint)
+    kind, cfg = parsed.model_type, parsed.config
     if kind == "gpt":
         config = transformer_config(cfg, tensor_model_parallel_size=tp,
                                     pipeline_model_parallel_size=ps.get_pipeline_model_parallel_world_size())

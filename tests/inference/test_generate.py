@@ -24,11 +24,11 @@ class CountingTokenizer:
 
 def _model():
     from megatron_inserter.models.builder import build_model_chunks
-    from megatron_inserter.models.config import InserterModelConfig
+    from megatron_inserter.models.presets import resolve
     from megatron_inserter.runtime import ParallelConfig, initialize_parallel
 
     initialize_parallel(ParallelConfig(seed=5))
-    cfg = InserterModelConfig.from_name("tiny").with_tokenizer(CountingTokenizer())
+    cfg = resolve("tiny").with_tokenizer(CountingTokenizer())
     cfg.llm = dataclasses.replace(cfg.llm, num_layers=2)
     (model,) = build_model_chunks(cfg)
     return model, cfg

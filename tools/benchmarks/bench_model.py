@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..",
 from megatron_inserter.data.frames import num_audio_frames
 from megatron_inserter.models.config import InserterModelConfig
 from megatron_inserter.models.flops import training_flops
+from megatron_inserter.models.presets import resolve
 
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "B200": 2250.0}
 
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MASTER_PORT", str(_free_port()))
     initialize_parallel(ParallelConfig())
 
-    cfg = InserterModelConfig.from_name(args.preset, vocab_size=args.vocab_size)
+    cfg = resolve(args.preset).replace(vocab_size=args.vocab_size)
     if cfg.audio_placeholder_id >= cfg.llm.vocab_size:
         cfg = cfg.replace(audio_placeholder_id=cfg.llm.vocab_size - 1)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp8": torch.bfloat16}[precision]
