@@ -165,6 +165,8 @@ class Demo:
 
         os.makedirs(self.path("train"), exist_ok=True)
         result = train(parse_args(self.train_argv()))
+        _log(f"train: the checkpoint carries its model_config.json; export it for transformers with "
+             f"`inserter convert mcore-to-hf --load {self.path('train')} --output {self.path('hf')}`")
         return {"checkpoint": resolve_load_dir(self.path("train")), "loss_plot": result.loss_plot,
                 "iteration": result.iteration}
 
