@@ -16,7 +16,7 @@ _EXPORTS = {
     "parse_blend": "megatron_inserter.data.indexed.blend",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = list(_EXPORTS)
 
 
 def __getattr__(name: str):

@@ -20,7 +20,7 @@ from megatron_inserter.errors import DataError
 
 class CompactIndexedDatasetBuilder:
     def __init__(self, bin_path: str, dtype=np.int32, multimodal: bool = False) -> None:
-        self.data_file = open(bin_path, "wb")
+        self.data_file = open(bin_path, "wb")  # noqa: SIM115 (open until finalize)
         self.dtype = np.dtype(dtype)
         self.multimodal = multimodal
         self.sequence_lengths = array("i")

@@ -147,7 +147,7 @@ def check_document_ends(prefix: str, index: IndexArrays, eod_id: int, describe: 
     if key not in cache.facts:
         docs, last = document_last_tokens(prefix, index)
         wrong = docs[last != eod_id]
-        cache.facts[key] = [int(len(wrong)), int(len(docs)), int(wrong[0]) if len(wrong) else None]
+        cache.facts[key] = [len(wrong), len(docs), int(wrong[0]) if len(wrong) else None]
         cache.save()
     wrong, total, first = cache.facts[key]
     if wrong:

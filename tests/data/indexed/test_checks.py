@@ -8,8 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from megatron_inserter.data.indexed import build_datasets, dataset_config
-from megatron_inserter.data.indexed import token_check
+from megatron_inserter.data.indexed import build_datasets, dataset_config, token_check
 from megatron_inserter.data.indexed.binding import DatasetBindingError
 from megatron_inserter.data.indexed.index_format import CorruptDatasetError, read_index
 from megatron_inserter.data.indexed.low_level import InterleavedLowLevelDataset, MissingSidecarError
@@ -141,7 +140,8 @@ def test_a_megatron_dataset_without_append_eod_is_refused(tmp_path, tiny_tokeniz
 
 def test_a_tokenizer_with_another_bos_is_refused(tmp_path, tiny_dataset, tiny_tokenizer):
     prefix = _copy(tiny_dataset, tmp_path)
-    meta = json.loads(open(prefix + ".meta.json").read())
+    with open(prefix + ".meta.json") as f:
+        meta = json.load(f)
     meta["tokenizer"]["bos_id"] = None  # as if made with a tokenizer without BOS
     with open(prefix + ".meta.json", "w") as f:
         json.dump(meta, f)
