@@ -2,6 +2,7 @@
 
 import base64
 import json
+import threading
 import time
 
 import pytest
@@ -61,33 +62,37 @@ def test_a_same_origin_307_is_followed_as_the_same_post_and_a_303_is_not():
 
 
 def _trickle(head_first: bool):
-    """A reply that arrives one byte every 0.1 s (10 s in all); counts the bytes the client took."""
-    sent = {"bytes": 0}
+    """A reply that arrives one byte every 0.1 s (100 bytes, 10 s in all); counts the bytes sent until the
+    client hangs up."""
+    sent, done = {"bytes": 0}, threading.Event()
 
     def handle(handler, request, count):
-        body = chat_completion(["['YES']"])
+        body = chat_completion(["['YES']" + " " * 100])
         head = f"HTTP/1.0 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-        if not head_first:
-            handler.wfile.write(head)
-            handler.wfile.flush()
-        for byte in ((head if head_first else b"") + body)[:100]:
-            handler.wfile.write(bytes([byte]))
-            handler.wfile.flush()
-            sent["bytes"] += 1
-            time.sleep(0.1)
+        try:
+            if not head_first:
+                handler.wfile.write(head)
+                handler.wfile.flush()
+            for byte in ((head if head_first else b"") + body)[:100]:
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+                sent["bytes"] += 1
+                time.sleep(0.1)
+        finally:
+            done.set()
 
-    return handle, sent
+    return handle, sent, done
 
 
 @pytest.mark.parametrize("head_first", [False, True], ids=["trickled-body", "trickled-status-line"])
 def test_a_trickling_server_is_cut_at_the_deadline(head_first):
-    handle, sent = _trickle(head_first)
+    handle, sent, done = _trickle(head_first)
     config = JudgeConfig(samples=1, max_attempts=1, timeout_s=0.5)
     with ScriptedServer(handle) as server:
         verdict = votes(judge_for(server.url), config)
-        time.sleep(0.5)  # let the server notice the closed connection
+        done.wait(15)  # the server stops at its first write after the client hung up
     assert not verdict.ok and "--judge-timeout 0.5s" in verdict.errors[0]
-    assert sent["bytes"] < 40  # a per-read timeout would have taken all 100 bytes, one every 0.1 s
+    assert sent["bytes"] < 90  # a timeout per read would have waited for all 100 bytes
 
 
 def test_a_reply_cut_short_is_retried_then_counted():
