@@ -30,6 +30,7 @@ from megatron.core.datasets.utils import Split
 from megatron_inserter.data.frames import FrameSpec
 from megatron_inserter.data.indexed.low_level import InterleavedLowLevelDataset
 from megatron_inserter.data.indexed.sample_index import build_indices
+from megatron_inserter.errors import DataError
 from megatron_inserter.files import atomic_write, write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -135,7 +136,15 @@ class InterleavedDataset(MegatronDataset):
             drop_last = True
             if self.index_split == Split.valid:
                 drop_last = self.config.drop_last_partial_validation_sequence
-            arrays = build_indices(self._usable_documents(), self.doc_len, *self._layout,
+            usable = self._usable_documents()
+            if self.num_samples and not len(usable):
+                given = len(self.indices)
+                detail = f"{given} of its {self.dataset.num_documents} documents fall in it" + (
+                    ", none of them usable" if given else "")
+                raise DataError(f"{self.dataset_path}: --split {self.config.split} leaves its {self.index_split.name} "
+                                f"split without a usable document ({detail}): give that split a larger share or "
+                                f"use more data")
+            arrays = build_indices(usable, self.doc_len, *self._layout,
                                    self.config.sequence_length, self.num_samples, self.config.random_seed, drop_last)
             os.makedirs(cache, exist_ok=True)
             for key, arr in zip(paths, arrays):
