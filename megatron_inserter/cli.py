@@ -51,14 +51,20 @@ def gpu_visible() -> bool:
 
 # megatron-core announces each missing GPU library on import; on a CPU machine that is the expected state.
 _EXPECTED_WARNINGS = (r"Transformer Engine and Apex are not installed.*", r"Apex is not installed.*")
+# megatron-core warns about its own default value of TransformerConfig.cuda_graph_scope on every model build.
+_MEGATRON_DEFAULT_WARNINGS = (r"full scope is deprecated.*",)
+# torch deprecations that megatron-core's checkpoint loading triggers inside both libraries.
+_DEPRECATION_NOISE = (r"megatron\.core\.dist_checkpointing\..*", r"torch\.distributed\.checkpoint\..*")
 
 
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
-    if not gpu_visible():
-        for message in _EXPECTED_WARNINGS:
-            warnings.filterwarnings("ignore", message=message, category=UserWarning)
+    expected = _MEGATRON_DEFAULT_WARNINGS + (() if gpu_visible() else _EXPECTED_WARNINGS)
+    for message in expected:
+        warnings.filterwarnings("ignore", message=message, category=UserWarning)
+    for module in _DEPRECATION_NOISE:
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--debug"]:  # `inserter --debug CMD ...` is `inserter CMD ... --debug`
         argv = argv[1:] + ["--debug"]

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import megatron_inserter.demo as demo_package
-from megatron_inserter.demo.stages import SMOKE, STAGES, Demo, DemoConfig
+from megatron_inserter.errors import UsageError
+from megatron_inserter.flags import arg, run_command
+
+
+@dataclass
+class DemoFlags:
+    workdir: str = arg("runs/demo", "where every stage writes", metavar="DIR")
+    smoke: bool = arg(False, "a much smaller run (16 documents, 8 steps)")
+    train_iters: int = arg(None, "training steps (300; with --smoke 8)")
+    num_docs: int = arg(None, "use the first N corpus documents (all of them when not given)")
+    force: bool = arg(False, "delete the work directory and start over")
 
 
 def _single_process_rendezvous() -> None:
@@ -23,29 +32,17 @@ def _single_process_rendezvous() -> None:
         os.environ["MASTER_PORT"] = str(s.getsockname()[1])
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="inserter demo", description=demo_package.__doc__, allow_abbrev=False,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", default="runs/demo", help="where every stage writes (default: runs/demo)")
-    p.add_argument("--smoke", action="store_true", help="a much smaller run (16 documents, 8 steps)")
-    p.add_argument("--train-iters", type=int, default=None, help="training steps (default: 300; smoke: 8)")
-    p.add_argument("--num-docs", type=int, default=None, help="use N corpus documents (default: all)")
-    p.add_argument("--force", action="store_true", help="delete the work directory and start over")
-    return p
+def run(flags: DemoFlags) -> int:
+    from megatron_inserter.demo.stages import SMOKE, STAGES, Demo, DemoConfig
 
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    overrides = {k: v for k, v in (("train_iters", args.train_iters), ("num_docs", args.num_docs)) if v is not None}
+    overrides = {k: v for k, v in (("train_iters", flags.train_iters), ("num_docs", flags.num_docs)) if v is not None}
     if any(v < 1 for v in overrides.values()):
-        print("inserter demo: error: --train-iters and --num-docs must be >= 1", file=sys.stderr)
-        return 2
+        raise UsageError("--train-iters and --num-docs must be >= 1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    demo = Demo(args.workdir, replace(SMOKE if args.smoke else DemoConfig(), **overrides))
-    error = demo.check_config(args.force)
+    demo = Demo(flags.workdir, replace(SMOKE if flags.smoke else DemoConfig(), **overrides))
+    error = demo.check_config(flags.force)
     if error:
-        print(f"inserter demo: error: {error}", file=sys.stderr)
-        return 2
+        raise UsageError(error)
     _single_process_rendezvous()
     t0 = time.perf_counter()
     outputs = {}
@@ -61,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     summary = build_summary(demo, outputs, time.perf_counter() - t0)
     print(format_summary(summary))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("inserter demo", DemoFlags, run, argv, description=demo_package.__doc__)
 
 
 if __name__ == "__main__":

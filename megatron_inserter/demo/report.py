@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 
+from megatron_inserter.files import write_json_atomic
 from megatron_inserter.training.losses import AFTER_SPEECH, AFTER_TEXT, LM_LOSS
 from megatron_inserter.training.metrics import METRICS_FILE, PLOT_FILE
 from megatron_inserter.training.run_summary import summarize
@@ -27,10 +27,7 @@ def build_summary(demo, outputs: dict, wall_seconds: float) -> dict:
     for section in ("data",):
         summary[section].pop("seconds", None)
     path = demo.path("summary.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2, ensure_ascii=False)
-    os.replace(tmp, path)
+    write_json_atomic(path, summary)
     summary["files"]["summary"] = path
     return summary
 

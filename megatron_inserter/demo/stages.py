@@ -10,6 +10,9 @@ import time
 from dataclasses import asdict, dataclass
 from importlib import resources
 
+from megatron_inserter.errors import DataError
+from megatron_inserter.files import write_json_atomic, write_text_atomic
+
 STAGES = ("corpus", "synth", "tokenizer", "preprocess", "train", "generate")
 
 
@@ -39,11 +42,7 @@ SMOKE = DemoConfig(num_docs=16, vocab_size=700, seq_length=128, micro_batch_size
 
 
 def _write_json(path: str, obj) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, ensure_ascii=False)
-    os.replace(tmp, path)
+    write_json_atomic(path, obj)
 
 
 def _log(msg: str) -> None:
@@ -100,10 +99,7 @@ class Demo:
             mixed = [ln for pair in zip(en, zh) for ln in pair]
             lines = mixed[: self.cfg.num_docs]
         out = self.path("corpus", "corpus.jsonl")
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        with open(out + ".tmp", "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
-        os.replace(out + ".tmp", out)
+        write_text_atomic(out, "\n".join(lines) + "\n")
         return {"documents": len(lines), "path": out}
 
     def synth(self) -> dict:
@@ -115,7 +111,7 @@ class Demo:
             span_mode="word", speech_ratio=0.3, workers=self.cfg.synth_workers, seed=self.cfg.seed,
             shard_size=ShardSize(max_docs=32), progress=False))
         if not result.ok:
-            raise SystemExit(f"inserter demo: error: synthesis failed for {result.failed_units}; run again to retry")
+            raise DataError(f"synthesis failed for {result.failed_units}; run `inserter demo` again to retry them")
         s = result.rank_stats.summary()
         return {k: s[k] for k in ("docs_written", "spans", "speech_seconds", "speech_ratio", "x_real_time_per_core")}
 
