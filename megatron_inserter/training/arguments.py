@@ -101,7 +101,8 @@ class TrainingArguments:
     # Memory plan (``inserter plan``), checked before training starts
     gpu_memory_gib: float = arg(None, "GPU memory to plan for (default: the GPU's own; without CUDA the check "
                                       "runs only when this is given)")
-    no_plan_check: bool = arg(False, "start even when the memory plan says a GPU would run out of memory")
+    plan_check: bool = arg(True, "refuse to start when the memory plan says a GPU would run out of memory "
+                                 "(--no-plan-check starts anyway)")
     config: str = arg(None, "YAML file of defaults (keys are flag names with underscores)")
 
     def to_dict(self) -> dict:

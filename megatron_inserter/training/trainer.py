@@ -35,6 +35,7 @@ from megatron_inserter.training.flops import counts_encoder_flops, peak_tflops_p
 from megatron_inserter.training.losses import LM_LOSS, LossFunction
 from megatron_inserter.training.metrics import MetricsLogger, format_train_line
 from megatron_inserter.training.models import InserterFamily
+from megatron_inserter.training.plan import check_training_plan
 from megatron_inserter.training.setup import Run, build_run
 
 logger = logging.getLogger(__name__)
@@ -281,6 +282,7 @@ def check_load_dir(args: TrainingArguments) -> None:
 
 def train(args: TrainingArguments) -> TrainResult:
     check_load_dir(args)
+    check_training_plan(args)  # refuses a run that would not fit in GPU memory (--no-plan-check)
     lifetime.install()  # loader workers and checkpoint writers die with this process
     run = build_run(args)
     trainer = Trainer(run)
