@@ -29,7 +29,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import re
 import sys
 import zlib
 from collections import Counter
@@ -46,9 +45,13 @@ DIRECTORY_SUFFIXES = tuple(s for s in TEXT_SUFFIXES if s != ".json")
 GZIP_SUFFIXES = (".gz",)
 ZSTD_SUFFIXES = (".zst", ".zstd")
 READ_CHUNK = 1 << 20
+OUT_CHUNK = 8 << 20  # largest piece of decompressed output held at once
+ZSTD_FEED = OUT_CHUNK // 32768  # zstd input per call: expanding at most ~32768-fold, its output fits OUT_CHUNK
+MAX_LINE_BYTES = 256 << 20  # a longer line is skipped as "line_too_long" (never held in memory whole)
 
 SKIP_REASONS = {
     "blank_line": "blank line",
+    "line_too_long": f"longer than {MAX_LINE_BYTES >> 20} MiB",
     "invalid_utf8": "not valid UTF-8",
     "invalid_json": "not valid JSON",
     "nested_too_deep": "JSON nested too deeply to parse",
@@ -59,7 +62,6 @@ SKIP_REASONS = {
     "empty_text": "its text is empty",
     "corrupt_stream": "the compressed stream is damaged here; the rest of the file is not used",
 }
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class InputError(UsageError):
@@ -206,7 +208,8 @@ class _Fault(Exception):
 
 def _gzip_blocks(f) -> Iterator[tuple[bytes, bool]]:
     """``(decompressed bytes, block complete)``; a block is one gzip member, complete once its CRC-32 and
-    length are checked. Trailing zero bytes after the last member are ignored (as gzip does)."""
+    length are checked. Trailing zero bytes after the last member are ignored (as gzip does). Output comes in
+    pieces of at most ``OUT_CHUNK`` bytes, whatever the compression ratio."""
     pending, member = b"", 0
     while True:
         data = pending or f.read(READ_CHUNK)
@@ -219,9 +222,10 @@ def _gzip_blocks(f) -> Iterator[tuple[bytes, bool]]:
                 return
         member += 1
         d = zlib.decompressobj(wbits=31)
+        at_end = False
         while True:
             try:
-                out = d.decompress(data)
+                out = d.decompress(data, OUT_CHUNK)
             except zlib.error as e:
                 raise _Fault(f"gzip member {member} is damaged ({e})") from None
             if out:
@@ -230,21 +234,32 @@ def _gzip_blocks(f) -> Iterator[tuple[bytes, bool]]:
                 yield b"", True
                 pending = d.unused_data
                 break
-            data = f.read(READ_CHUNK)
-            if not data:
+            data = d.unconsumed_tail
+            if not data and not at_end:
+                data = f.read(READ_CHUNK)
+                at_end = not data
+            elif not data and not out:
                 raise _Fault(f"the file ends inside gzip member {member} (truncated)")
+
+
+def _pieces(f, size: int) -> Iterator[bytes]:
+    while chunk := f.read(READ_CHUNK):
+        for i in range(0, len(chunk), size):
+            yield chunk[i:i + size]
 
 
 def _zstd_blocks(f) -> Iterator[tuple[bytes, bool]]:
     """Same for zstd: a block is one frame, complete at its end (its content checksum checked when the frame
-    carries one). Skippable frames count as empty blocks."""
+    carries one). Skippable frames count as empty blocks. Input goes in by ``ZSTD_FEED`` bytes, which bounds
+    each output piece (zstd expands at most about 32768-fold)."""
     import zstandard
 
     dctx = zstandard.ZstdDecompressor()
-    pending, frame = b"", 0
+    pieces = _pieces(f, ZSTD_FEED)
+    carry, frame = b"", 0
     while True:
-        data = pending or f.read(READ_CHUNK)
-        pending = b""
+        data = carry or next(pieces, b"")
+        carry = b""
         if not data:
             return
         frame += 1
@@ -258,9 +273,9 @@ def _zstd_blocks(f) -> Iterator[tuple[bytes, bool]]:
                 yield out, False
             if d.eof:
                 yield b"", True
-                pending = d.unused_data
+                carry = d.unused_data
                 break
-            data = f.read(READ_CHUNK)
+            data = next(pieces, b"")
             if not data:
                 raise _Fault(f"the file ends inside zstd frame {frame} (truncated)")
 
@@ -290,21 +305,42 @@ def check_stream(path: str) -> StreamCheck:
 
 # --- lines ------------------------------------------------------------------------------------------------
 
+class _TooLong(bytes):
+    """Stands in for a line longer than ``MAX_LINE_BYTES`` (whose bytes were dropped while reading)."""
+
+
+def _strip_cr(line: bytes) -> bytes:
+    return line[:-1] if line.endswith(b"\r") else line
+
+
 def _split_lines(chunks: Iterable[bytes], first_line: int, keep_tail: bool = True) -> Iterator[tuple[int, bytes]]:
     """Lines of the concatenated ``chunks`` (``\\n`` or ``\\r\\n`` ends), numbered from ``first_line``. The
-    last line may lack its end; ``keep_tail=False`` drops such a line (it continues where reading stopped)."""
-    n, buf = first_line, b""
+    last line may lack its end; ``keep_tail=False`` drops such a line (it continues where reading stopped).
+    A line longer than ``MAX_LINE_BYTES`` comes out as a ``_TooLong`` marker."""
+    n = first_line
+    parts: list[bytes] = []  # the pieces of a line that spans chunks
+    size = 0
     for chunk in chunks:
         if not chunk:
             continue
-        buf += chunk
-        lines = buf.split(b"\n")
-        buf = lines.pop()
+        lines = chunk.split(b"\n")
+        tail = lines.pop()
         for line in lines:
-            yield n, line[:-1] if line.endswith(b"\r") else line
+            if size:  # the end of a line that started in an earlier chunk
+                line = _TooLong() if size + len(line) > MAX_LINE_BYTES else b"".join(parts) + line
+                parts, size = [], 0
+            elif len(line) > MAX_LINE_BYTES:
+                line = _TooLong()
+            yield n, line if isinstance(line, _TooLong) else _strip_cr(line)
             n += 1
-    if buf and keep_tail:
-        yield n, buf[:-1] if buf.endswith(b"\r") else buf
+        if tail:
+            size += len(tail)
+            if size > MAX_LINE_BYTES:
+                parts = []  # its bytes are dropped; ``size`` goes on counting to its end
+            else:
+                parts.append(tail)
+    if size and keep_tail:
+        yield n, _TooLong() if size > MAX_LINE_BYTES else _strip_cr(b"".join(parts))
 
 
 def _plain_chunks(f, start: int, end: int | None) -> Iterator[bytes]:
@@ -358,7 +394,9 @@ def iter_lines(path: str, *, start: int = 0, end: int | None = None, first_line:
 
 def parse_record(raw: bytes, key: str = "text") -> tuple[dict | None, str | None, str | None]:
     """One raw line -> ``(record, text, None)`` or ``(None, None, skip reason)``. Never raises on bad data."""
-    if not raw.strip():
+    if isinstance(raw, _TooLong):
+        return None, None, "line_too_long"
+    if not raw or raw.isspace():
         return None, None, "blank_line"
     try:
         decoded = raw.decode("utf-8")
@@ -377,15 +415,20 @@ def parse_record(raw: bytes, key: str = "text") -> tuple[dict | None, str | None
     text = record[key]
     if not isinstance(text, str):
         return None, None, "text_not_a_string"
-    if _SURROGATE.search(text):
+    # Valid UTF-8 cannot hold a surrogate: only a \uD800-\uDFFF escape in the JSON can put one in the text.
+    if b"\\" in raw and not text.isascii() and has_lone_surrogate(text):
         return None, None, "lone_surrogate"
-    if not text.strip():
+    if not text or text.isspace():
         return None, None, "empty_text"
     return record, text, None
 
 
 def has_lone_surrogate(text: str) -> bool:
-    return _SURROGATE.search(text) is not None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def read_records(files: Iterable[InputFile | str], key: str = "text", skips: SkipReport | None = None,

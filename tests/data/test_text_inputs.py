@@ -174,3 +174,40 @@ def test_byte_ranges_of_a_plain_file_give_the_lines_of_one_pass(tmp_path):
     parts += list(read_file_records(str(path), "text", SkipReport(), start=cut, first_line=first_line))
     assert [(r.line, r.text) for r in parts] == [(r.line, r.text) for r in whole]
     assert whole[-1].line == 50
+
+
+def test_preprocess_reads_gzip_and_zstd_jsonl_exactly_as_plain(tmp_path):
+    from megatron_inserter.data.indexed.preprocess import PreprocessConfig, preprocess
+    from tests.data.indexed.tiny_corpus import make_documents, train_tokenizer, write_jsonl
+
+    docs = make_documents(24, seed=5)
+    plain = write_jsonl(docs, str(tmp_path / "c.jsonl"))
+    data = (tmp_path / "c.jsonl").read_bytes()
+    (tmp_path / "gz").mkdir()
+    (tmp_path / "gz" / "c.jsonl.gz").write_bytes(gzip.compress(data))
+    (tmp_path / "c.jsonl.zst").write_bytes(zstandard.ZstdCompressor(write_checksum=True).compress(data))
+    tok = train_tokenizer(docs, str(tmp_path / "tok.model"))
+    outputs = {}
+    for name, inputs in (("plain", [plain]), ("gz", [str(tmp_path / "gz")]), ("zst", [str(tmp_path / "c.jsonl.zst")])):
+        stats = preprocess(PreprocessConfig(inputs, str(tmp_path / name), "sentencepiece", tok, progress=False))
+        assert stats["documents"] == len(docs) and stats["skipped_total"] == 0
+        outputs[name] = [(tmp_path / f"{name}{ext}").read_bytes() for ext in (".bin", ".idx")]
+    assert outputs["gz"] == outputs["plain"] == outputs["zst"]
+
+
+@pytest.mark.parametrize("name", ["bomb.jsonl.gz", "bomb.jsonl.zst"])
+def test_a_decompression_bomb_is_read_in_bounded_pieces_and_its_huge_line_skipped(tmp_path, monkeypatch, name):
+    from megatron_inserter.data import text_inputs
+
+    monkeypatch.setattr(text_inputs, "MAX_LINE_BYTES", 1 << 20)
+    payload = b'{"text": "ok"}\n{"text": "' + b"a" * (40 << 20) + b'"}\n{"text": "after"}\n'
+    compress = gzip.compress if name.endswith(".gz") else zstandard.ZstdCompressor().compress
+    path = tmp_path / name
+    path.write_bytes(compress(payload))
+    assert path.stat().st_size < (1 << 20)  # a small file that expands 40-fold and more
+    with open(path, "rb") as f:
+        pieces = [len(out) for out, _ in text_inputs._blocks(str(path), f)]
+    assert sum(pieces) == len(payload) and max(pieces) <= text_inputs.OUT_CHUNK
+    skips = SkipReport(show=0)
+    assert [(r.line, r.text) for r in read_records([str(path)], "text", skips)] == [(1, "ok"), (3, "after")]
+    assert dict(skips.counts) == {"line_too_long": 1}

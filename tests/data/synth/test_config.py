@@ -62,7 +62,7 @@ def test_help_shows_each_default_once_and_imports_no_heavy_stack(tmp_path):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "megatron_inserter.data.synth.cli", "--help"],
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "megatron_inserter.cli", "synth", "--help"],
                          capture_output=True, text=True, timeout=120, check=True)
     assert "--input PATH [PATH ...]" in out.stdout and "(required)" in out.stdout
     assert "--shard-size SIZE" in out.stdout and "(default: 1GB)" in out.stdout
