@@ -235,13 +235,14 @@ _INPUT_ERRORS: tuple[type[BaseException], ...] = (InserterError, OSError, EOFErr
 
 
 def error_line(prog: str, error: BaseException) -> str:
-    """``prog: error: ...`` on one line; errors that are not the project's own say how to see the traceback."""
+    """``prog: error: ...`` on one line; a library's error (not the project's own, not a file's) says how to
+    see the traceback."""
     if isinstance(error, OSError) and error.filename and str(error.filename) not in str(error):
         text = f"{error.strerror or error}: {error.filename}"
     else:
         text = str(error) or type(error).__name__
     line = f"{prog}: error: {' '.join(text.split())}"
-    if not isinstance(error, InserterError):
+    if not isinstance(error, (InserterError, OSError)):  # a library's error: its origin may matter
         line += f" ({type(error).__name__}; --debug shows the traceback)"
     return line
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -16,9 +17,10 @@ from tests.harness import free_port
 LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (INFO|WARNING) ")  # the run's progress log
 
 
-def train(*argv: str) -> subprocess.CompletedProcess:
+def train(*argv: str, port: int | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK", "WORLD_SIZE", "LOCAL_RANK"))}
-    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port or free_port()), CUDA_VISIBLE_DEVICES="",
+               OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, "-m", "megatron_inserter.cli", "train", *argv], check=False,
                           capture_output=True, text=True, timeout=300, env=env)
 
@@ -97,3 +99,13 @@ def test_model_type_mismatch_says_which(corpus, gpt_checkpoint):
     argv = base_flags(tok, prefix, "--load", gpt_checkpoint, "--train-iters", "2")
     argv[argv.index("--model-type") + 1] = "inserter"
     one_error_line(train(*argv), "--model-type gpt", "--model-type inserter")
+
+
+def test_rendezvous_port_in_use_says_so(corpus):
+    tok, prefix = corpus
+    with socket.socket() as busy:  # another single-process run holding the port
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        line = one_error_line(train(*base_flags(tok, prefix), port=port), f"127.0.0.1:{port}", "MASTER_PORT")
+    assert "in use" in line
