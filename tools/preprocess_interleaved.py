@@ -3,7 +3,7 @@
 
 import sys
 
-from megatron_inserter.data.indexed.preprocess_cli import main
+from megatron_inserter.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["preprocess", *sys.argv[1:]]))

@@ -6,7 +6,7 @@
 
 import sys
 
-from megatron_inserter.convert.cli import main
+from megatron_inserter.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["convert", *sys.argv[1:]]))
