@@ -52,6 +52,7 @@ class Plan:
     stages: list[StageMemory]
     flops: dict[str, float]  # model FLOPs per step: {"llm", "encoder"}
     seconds_per_step: float
+    fp8: bool = False
 
     @property
     def fits(self) -> bool:
@@ -77,11 +78,29 @@ class Plan:
     def overflow_message(self) -> str:
         s = self.worst_stage()
         over = (s.total - self.hardware.memory_gib * GIB) / GIB
-        parts = ", ".join(f"{k} {v:.1f}" for k, v in _memory_gib(s).items() if k != "total")
-        return (f"the plan does not fit: pipeline stage {s.rank} needs {s.total / GIB:.1f} GiB per GPU, "
-                f"{over:.1f} GiB more than the {self.hardware.memory_gib:g} GiB of a GPU ({parts} GiB); use more "
-                f"pipeline or tensor parallelism, --use-distributed-optimizer, a smaller --micro-batch-size or "
-                f"--seq-length")
+        parts = {"weights": s.weights, "gradients": s.grads, "optimizer state": s.optimizer,
+                 "LLM activations": s.llm_activations, "encoder activations": s.encoder_activations,
+                 "logits": s.logits}
+        largest = max(parts, key=parts.get)
+        return (f"the plan does not fit: pipeline stage {s.rank} needs {s.total / GIB:.1f} GiB per GPU, {over:.1f} "
+                f"GiB more than the GPU's {self.hardware.memory_gib:g} GiB ({self.hardware.name}); its largest part is "
+                f"{largest} ({parts[largest] / GIB:.1f} GiB): {self._advice(largest)}")
+
+    def _advice(self, largest: str) -> str:
+        lay = self.layout
+        if largest == "encoder activations":
+            if self.input_mode == "window":
+                return "--encoder-input-mode packed encodes each clip's own frames instead of 30 s windows"
+            return "--freeze-encoder keeps none, or a smaller --micro-batch-size"
+        if largest == "optimizer state" and not lay.distributed_optimizer:
+            return "--use-distributed-optimizer shards it over data-parallel ranks"
+        if largest == "logits":
+            return "a larger --tensor-model-parallel-size splits the vocabulary"
+        if largest == "LLM activations":
+            sp = "" if lay.sequence_parallel or lay.tp == 1 else "--sequence-parallel, "
+            return (f"{sp}a larger --pipeline-model-parallel-size or --tensor-model-parallel-size, or a smaller "
+                    f"--micro-batch-size or --seq-length")
+        return "a larger --tensor-model-parallel-size or --pipeline-model-parallel-size"
 
     def to_json(self) -> dict:
         lay, hw = self.layout, self.hardware
@@ -228,7 +247,8 @@ def build_plan(args, hardware: Hardware, tokenizer=None, clips=None) -> Plan:
     seconds = executed / (hardware.gpus * hardware.peak_tflops * 1e12 * hardware.mfu)
     return Plan(model=cfg.name, model_type=args.model_type, input_mode=mode if args.model_type == "inserter" else None,
                 hardware=hardware, layout=layout, global_batch_size=gbs, train_iters=args.train_iters, clips=clips,
-                load=load, stages=stages, flops=flops, seconds_per_step=seconds)
+                load=load, stages=stages, flops=flops, seconds_per_step=seconds,
+                fp8=bool(getattr(args, "fp8_format", None)))
 
 
 # --- the check ``inserter train`` runs first --------------------------------------------------------------

@@ -30,6 +30,8 @@ def format_report(plan) -> str:
                               ("distributed optimizer", lay.distributed_optimizer),
                               (f"{lay.chunks} virtual stages per rank (interleaved)", lay.chunks > 1),
                               (f"recompute {lay.recompute}", lay.recompute != "none")) if on]
+    if plan.fp8:
+        lines.append("FP8 GEMMs are planned as bf16 (their inputs are kept smaller, their weight copies add)")
     lines.append(f"layout: TP {lay.tp} x PP {lay.pp} x CP {lay.cp} x DP {lay.dp}"
                  + (f"; {', '.join(extras)}" if extras else ""))
     lines.append(f"batch: global {plan.global_batch_size} = micro-batch {lay.micro_batch_size} x "
@@ -59,7 +61,7 @@ def format_report(plan) -> str:
         [s.optimizer_other / GIB for s in stages])
     row(f"activations per micro-batch (recompute {lay.recompute})",
         [s.activations_per_microbatch / GIB for s in stages])
-    row("  with full recompute", [s.activations_full_recompute / GIB for s in stages])
+    row("  with full recompute of the LLM layers", [s.activations_full_recompute / GIB for s in stages])
     row("micro-batches in flight at the peak", ["+".join(map(str, s.in_flight)) for s in stages])
     row("LLM activations in flight", [s.llm_activations / GIB for s in stages])
     if plan.model_type == "inserter":

@@ -292,7 +292,7 @@ def test_train_check_refuses_a_plan_that_does_not_fit(corpus):
     assert check_training_plan(_train_args(corpus)) is None  # no CUDA, no --gpu-memory-gib: nothing to check
     plan = check_training_plan(_train_args(corpus, "--gpu-memory-gib", "80"))
     assert plan.fits and plan.hardware.kernels == "local" and plan.clips.source == corpus[1]
-    with pytest.raises(PlanError, match=r"pipeline stage 0 needs .* GiB more than the 1 GiB"):
+    with pytest.raises(PlanError, match=r"pipeline stage 0 needs .* GiB more than the GPU's 1 GiB"):
         check_training_plan(_train_args(corpus, "--gpu-memory-gib", "1"))
     assert check_training_plan(_train_args(corpus, "--gpu-memory-gib", "1", "--no-plan-check")) is None
 
