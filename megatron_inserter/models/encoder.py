@@ -32,8 +32,8 @@ Three input modes:
     end reads each clip's mel frames plus the two after its end, as Qwen2-Audio's padded 30 s window holds
     them (``LogMel.packed_mode``); the clips lie end to end on one time axis with zero gaps
     (``clip_packing.ClipLayout``), so no convolution reads a neighbour; attention is block-diagonal: one THD
-    sequence with ``cu_seqlens`` under Transformer Engine on CUDA, windows of at most
-    ``max_source_positions`` positions with an explicit mask otherwise. Positions 0..t-1 per clip. A clip's
+    sequence with ``cu_seqlens`` under Transformer Engine on CUDA, windows as long as the longest clip with an
+    explicit mask otherwise. Positions 0..t-1 per clip. A clip's
     frames equal Qwen2-Audio's on its padded window with the padding masked (whole 10 ms hops), alone or
     packed with others.
   masked (the dataclass default): each clip's ``n // 160`` mel frames; mel frames and the first convolution's
@@ -155,7 +155,7 @@ class SpeechEncoder(MegatronModule):
         if self.packed_thd:
             from megatron.core.packed_seq_params import PackedSeqParams
 
-            cu = cu_seqlens(positions).to(h.device)
+            cu = cu_seqlens(positions[positions > 0]).to(h.device)  # clips without positions left out
             longest = int(positions.max())
             params = PackedSeqParams(qkv_format="thd", cu_seqlens_q=cu, cu_seqlens_kv=cu, max_seqlen_q=longest,
                                      max_seqlen_kv=longest)
@@ -163,7 +163,8 @@ class SpeechEncoder(MegatronModule):
                                    packed_seq_params=params)
             return out[:, 0]
         counts = positions.tolist()
-        plan = WindowPlan.first_fit(counts, self.cfg.max_source_positions)
+        # Windows as long as the longest clip: the least attention over padding and other clips' keys.
+        plan = WindowPlan.first_fit(counts, max(counts))
         slots = plan.slot_index(counts, h.device)
         windows = h.new_zeros(plan.num_windows * plan.window_length, h.shape[-1])
         windows[slots] = h

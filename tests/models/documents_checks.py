@@ -94,7 +94,7 @@ def _per_token_losses(family, chunks, batch: dict) -> torch.Tensor | None:
 def packed_vs_alone(family, chunks, samples: list[list[dict]]) -> dict | None:
     """Largest |packed - alone| per-token loss difference per document kind, and the loss scale."""
     packed = _per_token_losses(family, chunks, _batch(
-        [sum((d["tokens"] for d in docs), []) for docs in samples],
+        [[t for d in docs for t in d["tokens"]] for docs in samples],
         [c for docs in samples for d in docs for c in d["clips"]]))
     diffs: dict[str, float] = {}
     kinds = ["interleaved", "asr", "text"]

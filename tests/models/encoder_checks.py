@@ -117,8 +117,8 @@ def packed_invariance(rank, world_size):
     windows), and changing one clip's audio changes no other clip's frames."""
     initialize_parallel(ParallelConfig(seed=8))
     out = {}
-    # 12 clips of 1.1 to 5 s, about 1500 encoder positions: several 250-position windows. One clip without
-    # frames, one that fills the window.
+    # 12 clips of 1.1 to 5 s, about 1500 encoder positions, one clip without frames and one that fills the
+    # window: several attention windows (as long as the longest clip, 250 positions).
     lengths = [1600 * s + 160 * k for s, k in zip([11, 30, 20, 40, 25, 12, 17, 22, 33, 44, 14, 49],
                                                   [0, 13, 7, 1, 90, 44, 3, 0, 21, 8, 60, 2])]
     lengths += [100, int(16000 * WINDOW_SECONDS)]
@@ -127,6 +127,7 @@ def packed_invariance(rank, world_size):
         model = _model(encoder=_packed_encoder(), **fields)
         spec = model.cfg.frame_spec()
         counts = [num_audio_frames(n, spec) for n in lengths]
+        positions = [(n // 160 - 1) // 2 + 1 if n >= 160 else 0 for n in lengths]
         audio, lens = _speech(lengths, seed=4)
         with torch.no_grad():
             packed = _split_frames(model.encode_audio(audio, lens), counts)
@@ -140,8 +141,7 @@ def packed_invariance(rank, world_size):
             others=max(float((c - p).abs().max()) for i, (c, p) in enumerate(zip(changed, packed))
                        if i != 3 and counts[i]),
             target=float((changed[3] - packed[3]).abs().max()),
-            windows=WindowPlan.first_fit([(n // 160 - 1) // 2 + 1 if n >= 160 else 0 for n in lengths],
-                                         250).num_windows,
+            windows=WindowPlan.first_fit(positions, max(positions)).num_windows,
         )
     return out
 

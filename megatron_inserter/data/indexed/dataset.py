@@ -200,13 +200,6 @@ class InterleavedDataset(MegatronDataset):
         }
 
 
-def _save_npy(path: str, arr: np.ndarray) -> None:
-    with atomic_write(path, "wb") as f:
-        np.save(f, arr, allow_pickle=False)
-
-
-def _write_text(path: str, text: str) -> None:
-    write_text_atomic(path, text)
 def document_positions(tokens: torch.Tensor, eod_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """For packing without cross-document attention: the document of every position of a packed sample
     (0, 1, ... within the sample) and the position inside it, for tokens ``[..., s]``.
@@ -235,3 +228,10 @@ def separate_documents(batch: dict, eod_id: int, reset_position_ids: bool, eod_m
     return out
 
 
+def _save_npy(path: str, arr: np.ndarray) -> None:
+    with atomic_write(path, "wb") as f:
+        np.save(f, arr, allow_pickle=False)
+
+
+def _write_text(path: str, text: str) -> None:
+    write_text_atomic(path, text)
