@@ -107,14 +107,15 @@ class TextRecord:
 
 class SkipReport:
     """Counted skips: ``counts[reason]``; the first ``show`` are also printed on stderr as
-    ``PROG: skipped FILE:LINE: why``, later ones only counted."""
+    ``PROG: skipped FILE:LINE: why``, later ones only counted (``overflow`` says so, once)."""
 
     def __init__(self, counts: Counter | None = None, *, prog: str = "inserter", show: int = 10,
-                 stream: TextIO | None = None):
+                 stream: TextIO | None = None, overflow: str = "further skipped lines are counted, not listed"):
         self.counts = counts if counts is not None else Counter()
         self.prog = prog
         self.show = show
         self.stream = stream
+        self.overflow = overflow
         self.shown = 0
 
     def add(self, reason: str, where: str, detail: str | None = None) -> None:
@@ -123,7 +124,7 @@ class SkipReport:
         if self.shown < self.show:
             print(f"{self.prog}: skipped {where}: {detail or SKIP_REASONS.get(reason, reason)}", file=stream)
         elif self.shown == self.show:
-            print(f"{self.prog}: further skipped lines are counted, not listed", file=stream)
+            print(f"{self.prog}: {self.overflow}", file=stream)
         self.shown += 1
 
     @property

@@ -189,6 +189,7 @@ def _check_inputs(files) -> dict:
 
 
 def _show_skips(output_dir: str, stem: str, source: str, skips: SkipReport) -> None:
+    """The skipped lines of a finished unit on stderr, up to the run's ``LISTED_SKIPS``."""
     if skips.shown > skips.show:
         return
     try:
@@ -204,7 +205,6 @@ def _show_skips(output_dir: str, stem: str, source: str, skips: SkipReport) -> N
             detail = f"document id {item.get('id')!r} was already used at {item.get('first')}"
         skips.add(reason, f"{source}:{item.get('line')}", detail)
         if skips.shown > skips.show:
-            print(f"inserter synth: (every skipped line is listed in {MANIFEST_DIR}/*.json)", file=sys.stderr)
             return
 
 
@@ -228,7 +228,8 @@ def run_synthesis(cfg: SynthConfig) -> RunResult:
     errors = PlanErrors(files=[])
     units = iter_units(files, cfg.shard_limit, cfg.speech_ratio, cfg.rank, cfg.world_size, errors,
                        json_key=cfg.json_keys, checks=checks)
-    skips = SkipReport(prog="inserter synth", show=LISTED_SKIPS)
+    skips = SkipReport(prog="inserter synth", show=LISTED_SKIPS,
+                       overflow=f"further skipped lines are listed in {MANIFEST_DIR}/*.json")
     running: dict[int, tuple] = {}  # unit index -> (process, unit, attempt)
     result = RunResult(SynthStats())
     bar = _Progress(cfg.progress)

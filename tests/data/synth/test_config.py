@@ -70,3 +70,17 @@ def test_help_shows_each_default_once_and_imports_no_heavy_stack(tmp_path):
     imported = {line.split("|")[-1].strip().split(".")[0] for line in out.stderr.splitlines() if "|" in line}
     assert "megatron_inserter" in imported
     assert not imported & {"torch", "megatron", "nemo", "numpy", "soundfile", "jieba"}
+
+
+def test_a_config_file_gives_flag_values_and_the_command_line_wins(tmp_path):
+    from megatron_inserter.errors import UsageError
+    from megatron_inserter.flags import parse_flags
+
+    path = tmp_path / "synth.yaml"
+    path.write_text("input: [corpus/a.jsonl.zst, corpus/b.jsonl]\noutput_dir: out\nspan_mode: sentence\nseed: 7\n")
+    cfg = parse_flags(SynthConfig, ["--config", str(path), "--seed", "9"], "inserter synth")
+    assert cfg.input == ("corpus/a.jsonl.zst", "corpus/b.jsonl") and cfg.span_mode == "sentence"
+    assert cfg.seed == 9 and cfg.speech_ratio == 0.4 and "config" not in cfg.fingerprint()
+    path.write_text("input: [a]\noutput_dir: out\nspeech-ratio: 0.5\n")
+    with pytest.raises(UsageError, match="speech_ratio"):
+        parse_flags(SynthConfig, ["--config", str(path)], "inserter synth")
