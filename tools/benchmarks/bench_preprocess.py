@@ -1,16 +1,27 @@
 #!/usr/bin/env python3
-"""Benchmark `inserter preprocess`: text tokens/s (1 vs 2 workers), audio x real time, and peak memory as
-the corpus grows 10x (it must stay flat: the corpus is streamed, never held).
+"""Benchmark `inserter preprocess`.
 
-    .venv/bin/python tools/benchmarks/bench_preprocess.py [--docs 4000] [--audio-docs 150] [--workdir DIR]
+Default: against Megatron-LM's ``tools/preprocess_data.py`` on the same ~30 MB English jsonl with the same
+SentencePiece model, at 1 and 2 workers, each configuration run ``--repeats`` times interleaved; prints
+wall-clock seconds and the ratio Megatron / ours at equal workers (> 1: ours is faster), and checks that
+both wrote the same token ids (ours adds the BOS, Megatron's SentencePiece eod is the model's ``</s>``).
 
-Every figure is measured in this run, each with its baseline: 2 workers against 1, 10x corpus against 1x.
+    .venv/bin/python tools/benchmarks/bench_preprocess.py --megatron-lm-preprocess Megatron-LM/tools/preprocess_data.py
+
+Megatron-LM's tools are not part of the megatron-core wheel: point ``--megatron-lm-preprocess`` at the script
+of a Megatron-LM checkout (its directory's parent must provide ``megatron.training``, as a checkout does).
+Megatron runs with ``--tokenizer-type SentencePieceTokenizer --append-eod``; its ``--workers N`` is N
+encoding processes plus the main process that writes.
+
+``--scaling``: the earlier suite instead: text tokens/s (1 vs 2 workers), audio x real time, and peak
+memory as the corpus grows 10x (it must stay flat: the corpus is streamed, never held).
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import os
 import random
@@ -83,10 +94,11 @@ def write_shards(out_dir: str, n_docs: int, seed: int = 0, docs_per_shard: int =
     return out_dir
 
 
-def train_tokenizer(jsonl: str, out: str, vocab: int = 4000) -> str:
+def train_tokenizer(jsonl: str, out: str, vocab: int = 4000, max_documents: int = 3000) -> str:
     from megatron_inserter.data.indexed.tokenizer_cli import main
 
-    assert main(["--input", jsonl, "--vocab-size", str(vocab), "--output", out, "--max-documents", "3000"]) == 0
+    assert main(["--input", jsonl, "--vocab-size", str(vocab), "--output", out,
+                 "--max-documents", str(max_documents)]) == 0
     return out
 
 
@@ -143,12 +155,167 @@ def measured_main() -> int:
     return rc
 
 
+# --- against Megatron-LM's preprocess_data.py ----------------------------------------------------------------
+
+DEMO_CORPUS = os.path.join(os.path.dirname(__file__), "..", "..", "megatron_inserter", "assets", "demo_corpus.jsonl")
+
+
+def english_sentences() -> list[str]:
+    sentences = []
+    with open(DEMO_CORPUS, encoding="utf-8") as f:
+        for line in f:
+            doc = json.loads(line)
+            if doc.get("lang") == "en":
+                sentences += [p.strip() + "." for p in doc["text"].split(". ") if p.strip()]
+    return sentences
+
+
+def vary(rng: random.Random, sentence: str) -> str:
+    """The sentence with a few changes: a number, a swapped word pair, a changed case, a dropped word."""
+    words = sentence.split()
+    r = rng.random()
+    if r < 0.25 and len(words) > 3:
+        words.insert(rng.randrange(len(words)), str(rng.randint(2, 9999)))
+    elif r < 0.5 and len(words) > 3:
+        a, b = rng.sample(range(len(words)), 2)
+        words[a], words[b] = words[b], words[a]
+    elif r < 0.65:
+        k = rng.randrange(len(words))
+        words[k] = words[k].upper() if rng.random() < 0.5 else words[k].capitalize()
+    elif r < 0.8 and len(words) > 4:
+        del words[rng.randrange(len(words))]
+    return " ".join(words)
+
+
+def write_english_jsonl(path: str, megabytes: float, seed: int = 0) -> str:
+    """About ``megabytes`` of English documents (20 to 80 varied demo-corpus sentences each), one per line."""
+    rng, pool = random.Random(seed), english_sentences()
+    target, written = int(megabytes * 1e6), 0
+    with open(path, "w", encoding="utf-8") as f:
+        while written < target:
+            text = " ".join(vary(rng, rng.choice(pool)) for _ in range(rng.randint(20, 80)))
+            line = json.dumps({"text": text}, ensure_ascii=False) + "\n"
+            f.write(line)
+            written += len(line.encode("utf-8"))
+    return path
+
+
+def run_ours(jsonl: str, prefix: str, tok: str, workers: int) -> tuple[float, float]:
+    cmd = [sys.executable, "-m", "megatron_inserter.cli", "preprocess", "--input", jsonl, "--output-prefix", prefix,
+           "--tokenizer-type", "sentencepiece", "--tokenizer-model", tok, "--workers", str(workers), "--no-progress"]
+    return _timed(cmd, cwd=None)
+
+
+def run_megatron(script: str, jsonl: str, prefix: str, tok: str, workers: int, cwd: str) -> tuple[float, float]:
+    cmd = [sys.executable, script, "--input", jsonl, "--output-prefix", prefix, "--tokenizer-type",
+           "SentencePieceTokenizer", "--tokenizer-model", tok, "--workers", str(workers), "--append-eod",
+           "--log-interval", "100000"]
+    return _timed(cmd, cwd=cwd)
+
+
+def _timed(cmd: list[str], cwd: str | None) -> tuple[float, float]:
+    """(wall-clock seconds, CPU seconds of the command and all its processes)."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    cpu0 = _children_cpu_seconds()
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         check=False)
+    seconds = time.perf_counter() - t0
+    if out.returncode:
+        raise SystemExit(f"{' '.join(cmd[:3])} ... failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return seconds, _children_cpu_seconds() - cpu0
+
+
+def _children_cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def documents(prefix: str, strip_bos: int | None, strip_eod: int | None) -> list[np.ndarray]:
+    """The token ids of every document of a dataset, without the framing tokens given."""
+    from megatron_inserter.data.indexed.index_format import read_header, read_index
+
+    index = read_index(prefix + ".idx", read_header(prefix + ".idx").has_modes)
+    tokens = np.memmap(prefix + ".bin", dtype=index.header.dtype, mode="r")
+    itemsize = index.header.dtype.itemsize
+    seq_start = np.asarray(index.sequence_pointers) // itemsize
+    seq_end = seq_start + np.asarray(index.sequence_lengths)
+    docs = np.asarray(index.document_indices)
+    out = []
+    for a, b in itertools.pairwise(docs):
+        ids = np.asarray(tokens[seq_start[a]:seq_end[b - 1]])
+        if strip_bos is not None and len(ids) and ids[0] == strip_bos:
+            ids = ids[1:]
+        if strip_eod is not None and len(ids) and ids[-1] == strip_eod:
+            ids = ids[:-1]
+        out.append(ids.astype(np.int64))
+    return out
+
+
+def compare_with_megatron(args) -> None:
+    work = args.workdir or tempfile.mkdtemp(prefix="bench_preprocess_")
+    os.makedirs(work, exist_ok=True)
+    t = time.time()
+    jsonl = write_english_jsonl(os.path.join(work, "english.jsonl"), args.megabytes, seed=7)
+    tok = train_tokenizer(jsonl, os.path.join(work, "tok.model"), vocab=args.vocab, max_documents=2000)
+    from megatron_inserter.data.tokenizers import build_tokenizer
+
+    tokenizer = build_tokenizer("sentencepiece", tok)
+    print(f"{os.path.getsize(jsonl) / 1e6:.1f} MB of jsonl and a {tokenizer.vocab_size}-piece SentencePiece model "
+          f"in {time.time() - t:.1f}s under {work}", file=sys.stderr)
+    script = os.path.abspath(args.megatron_lm_preprocess) if args.megatron_lm_preprocess else None
+    runs: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for rep in range(args.repeats):
+        for workers in args.workers:
+            ours = os.path.join(work, f"ours_w{workers}")
+            runs.setdefault(("ours", workers), []).append(run_ours(jsonl, ours, tok, workers))
+            if script:
+                mg = os.path.join(work, f"megatron_w{workers}")
+                runs.setdefault(("megatron", workers), []).append(run_megatron(script, jsonl, mg, tok, workers, work))
+            print(f"repeat {rep + 1}/{args.repeats}, {workers} worker(s) done", file=sys.stderr)
+    wall = {k: min(w for w, _ in v) for k, v in runs.items()}
+    cpu = {k: min(c for _, c in v) for k, v in runs.items()}
+    print(f"{'configuration':26s} {'wall s':>8s} {'CPU s':>8s}  (best of {args.repeats}; all runs wall/CPU)")
+    for (tool, workers), v in sorted(runs.items()):
+        print(f"{tool + f', {workers} worker(s)':26s} {wall[tool, workers]:8.2f} {cpu[tool, workers]:8.2f}  "
+              + " ".join(f"{w:.1f}/{c:.1f}" for w, c in v))
+    if not script:
+        print("(no --megatron-lm-preprocess: ratios need Megatron-LM's tools/preprocess_data.py)")
+        return
+    for workers in args.workers:
+        print(f"ratio Megatron / ours at {workers} worker(s): wall clock {wall['megatron', workers] / wall['ours', workers]:.2f}x, "
+              f"CPU time {cpu['megatron', workers] / cpu['ours', workers]:.2f}x")
+    w = args.workers[0]
+    a = documents(os.path.join(work, f"ours_w{w}"), tokenizer.bos_id, tokenizer.eod_id)
+    b = documents(os.path.join(work, f"megatron_w{w}_text_document"), None, tokenizer._sp.eos_id())
+    same = len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+    print(f"same token ids in both outputs ({len(a)} documents): {'yes' if same else 'NO'}")
+    print(f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; each ratio compares runs of the same "
+          f"configuration interleaved in time)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--docs", type=int, default=4000, help="jsonl documents (the 10x run uses 10 times as many)")
-    ap.add_argument("--audio-docs", type=int, default=150, help="interleaved documents with speech")
+    ap.add_argument("--megatron-lm-preprocess", default=None, metavar="PATH",
+                    help="Megatron-LM's tools/preprocess_data.py (in a checkout providing megatron.training)")
+    ap.add_argument("--megabytes", type=float, default=30.0, help="size of the English jsonl")
+    ap.add_argument("--vocab", type=int, default=8000, help="SentencePiece vocabulary size")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--repeats", type=int, default=2, help="runs per configuration (the best is compared)")
+    ap.add_argument("--scaling", action="store_true", help="run the worker-scaling / audio / memory suite instead")
+    ap.add_argument("--docs", type=int, default=4000, help="--scaling: jsonl documents (the 10x run uses 10 times as many)")
+    ap.add_argument("--audio-docs", type=int, default=150, help="--scaling: interleaved documents with speech")
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
+    if args.scaling:
+        scaling(args)
+    else:
+        compare_with_megatron(args)
+
+
+def scaling(args) -> None:
     work = args.workdir or tempfile.mkdtemp(prefix="bench_preprocess_")
     os.makedirs(work, exist_ok=True)
     t = time.time()

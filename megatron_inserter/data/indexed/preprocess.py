@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 
 from megatron_inserter.data.frames import SAMPLE_RATE
 from megatron_inserter.data.indexed.binding import dataset_fingerprints
+from megatron_inserter.data.indexed.index_format import optimal_token_dtype
 from megatron_inserter.data.indexed.metadata import DatasetMetadata, TokenizerInfo, meta_path, write_metadata
 from megatron_inserter.data.indexed.sources import (
     InputRange,
@@ -40,7 +41,12 @@ from megatron_inserter.data.indexed.sources import (
     read_jsonl,
     read_shard,
 )
-from megatron_inserter.data.indexed.writer import InterleavedWriter, dataset_files, output_prefixes
+from megatron_inserter.data.indexed.writer import (
+    SKIP_EXAMPLES,
+    InterleavedWriter,
+    dataset_files,
+    output_prefixes,
+)
 from megatron_inserter.data.tokenizers import build_tokenizer
 from megatron_inserter.files import publish, write_json_atomic
 
@@ -190,8 +196,6 @@ def report_skips(stats: dict, prog: str = "inserter preprocess", stream=None) ->
 
 
 def writer_dtype(tokenizer) -> str:
-    from megatron_inserter.data.indexed.index_format import optimal_token_dtype
-
     return optimal_token_dtype(tokenizer.vocab_size).name
 
 
@@ -307,7 +311,8 @@ def _sum_stats(parts: list[dict]) -> dict:
     for p in parts:
         skipped.update(p.get("skipped", {}))
         for reason, ids in p.get("skip_examples", {}).items():
-            examples.setdefault(reason, []).extend(ids[: max(0, 5 - len(examples.get(reason, [])))])
+            kept = examples.setdefault(reason, [])
+            kept.extend(ids[: max(0, SKIP_EXAMPLES - len(kept))])
         total.update({k: v for k, v in p.items() if isinstance(v, (int, float)) and k != "speech_hours"})
     out = dict(total)
     out["speech_hours"] = out.get("speech_samples", 0) / SAMPLE_RATE / 3600.0
