@@ -113,7 +113,7 @@ class Plan:
                        "audio_share": self.clips.audio_share,
                        "clips_per_sample": self.clips.clips_per_sample(lay.seq_length)},
             "per_rank": [{
-                "stage": s.rank, "params": int(round(s.params)), "trainable_params": int(round(s.trainable)),
+                "stage": s.rank, "params": round(s.params), "trainable_params": round(s.trainable),
                 "fits": s.total <= hw.memory_gib * GIB,
                 "memory_gib": _memory_gib(s),
                 "alternatives_gib": {
@@ -214,7 +214,11 @@ def step_flops(cfg, model_type: str, seq_length: int, global_batch_size: int, cl
     """Model FLOPs of one step: the LLM on every sample, the encoder on the expected clips."""
     import numpy as np
 
-    from megatron_inserter.models.flops import encoder_window_forward_flops, llm_forward_flops, training_factors
+    from megatron_inserter.models.flops import (
+        encoder_window_forward_flops,
+        llm_forward_flops,
+        training_factors,
+    )
 
     factors = training_factors(cfg) if model_type == "inserter" else {"llm": 3, "encoder": 0}
     llm = llm_forward_flops(cfg.llm, seq_length, global_batch_size) * factors["llm"]
@@ -223,6 +227,20 @@ def step_flops(cfg, model_type: str, seq_length: int, global_batch_size: int, cl
     per_window = sum(float(p) * encoder_window_forward_flops(cfg, int(m) * hop)
                      for m, p in zip(np.flatnonzero(clips.mel_hist), clips.mel_hist[clips.mel_hist > 0]))
     return {"llm": llm, "encoder": windows * per_window * factors["encoder"]}
+
+
+def executed_encoder_flops(cfg, mode: str | None, model_flops: float, load: SpeechLoad, global_batch_size: int,
+                           layout: Layout) -> float:
+    """The encoder FLOPs a step runs: model FLOPs, except that ``masked`` batches also encode the padding up
+    to their longest clip."""
+    if mode != "masked" or not load.clips:
+        return model_flops
+    from megatron_inserter.models.flops import encoder_window_forward_flops, training_factors
+
+    padded_mel = round(load.mel_frames / load.clips)
+    per_microbatch = load.clips * encoder_window_forward_flops(cfg, padded_mel * cfg.encoder.hop_length)
+    microbatches = global_batch_size // layout.micro_batch_size
+    return max(model_flops, per_microbatch * microbatches * training_factors(cfg)["encoder"])
 
 
 def build_plan(args, hardware: Hardware, tokenizer=None, clips=None) -> Plan:
@@ -243,7 +261,7 @@ def build_plan(args, hardware: Hardware, tokenizer=None, clips=None) -> Plan:
         thd=hardware.kernels == "te")
     stages = stage_memory(shapes, layout, load)
     flops = step_flops(cfg, args.model_type, layout.seq_length, gbs, clips)
-    executed = flops["llm"] + flops["encoder"] * layout.cp
+    executed = flops["llm"] + executed_encoder_flops(cfg, mode, flops["encoder"], load, gbs, layout) * layout.cp
     seconds = executed / (hardware.gpus * hardware.peak_tflops * 1e12 * hardware.mfu)
     return Plan(model=cfg.name, model_type=args.model_type, input_mode=mode if args.model_type == "inserter" else None,
                 hardware=hardware, layout=layout, global_batch_size=gbs, train_iters=args.train_iters, clips=clips,

@@ -24,8 +24,9 @@ def format_report(plan) -> str:
     lay, hw, stages = plan.layout, plan.hardware, plan.stages
     nodes = f" ({hw.gpus // hw.gpus_per_node} nodes x {hw.gpus_per_node})" if hw.gpus_per_node else ""
     kernels = "Transformer Engine kernels" if hw.kernels == "te" else "megatron-core local kernels"
-    lines = [f"inserter plan: {plan.model} ({plan.model_type}), {hw.gpus} x {hw.name}{nodes}, "
-             f"{'bf16' if lay.bf16 else 'fp32'}, {kernels}"]
+    title = (f"inserter plan: {plan.model} ({plan.model_type}), {hw.gpus} x {hw.name}{nodes}, "
+             f"{'bf16' if lay.bf16 else 'fp32'}, {kernels}")
+    lines = [title]
     extras = [x for x, on in (("sequence parallel", lay.sequence_parallel),
                               ("distributed optimizer", lay.distributed_optimizer),
                               (f"{lay.chunks} virtual stages per rank (interleaved)", lay.chunks > 1),

@@ -5,6 +5,7 @@ during one micro-batch's forward."""
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 SEQ, CLIPS, CLIP_SAMPLES, FRAMES = 256, 4, 16000, 25  # 1 s clips: 100 mel frames, 50 positions, 25 frames
 
@@ -51,6 +52,23 @@ class SavedTensors:
         return sum(self.seen.values())
 
 
+def _loss_func(per_token):
+    import torch
+
+    total = per_token.float().sum()
+    count = torch.tensor(per_token.numel(), dtype=torch.int)
+    return total, count, {"lm loss": torch.stack([total.detach(), count.float()])}
+
+
+def _forward_step(family, saved, data_iterator, chunk):
+    """The schedule's forward step, with autograd's saved tensors recorded."""
+    import torch
+
+    batch = next(data_iterator)
+    with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
+        return family.forward(chunk, batch), _loss_func
+
+
 def measure(rank, world_size, runs):
     """[(model_type, input_mode) -> {"params", "param_bytes", "grad_bytes", "optimizer_bytes", "activation_bytes"}]"""
     import torch
@@ -58,7 +76,12 @@ def measure(rank, world_size, runs):
     from megatron.core.optimizer import OptimizerConfig
 
     from megatron_inserter.runtime import ParallelConfig, initialize_parallel
-    from megatron_inserter.training.engine import build_optimizer, configure_model_config, train_step, wrap_ddp
+    from megatron_inserter.training.engine import (
+        build_optimizer,
+        configure_model_config,
+        train_step,
+        wrap_ddp,
+    )
     from megatron_inserter.training.models import GPTFamily, InserterFamily
 
     initialize_parallel(ParallelConfig(seed=3))
@@ -78,19 +101,8 @@ def measure(rank, world_size, runs):
         batch = _batch(cfg, model_type == "inserter")
         saved = SavedTensors(model)
 
-        def forward_step(data_iterator, chunk):
-            b = next(data_iterator)
-            with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
-                loss = family.forward(chunk, b)
-
-            def loss_func(per_token):
-                total = per_token.float().sum()
-                count = torch.tensor(per_token.numel(), dtype=torch.int)
-                return total, count, {"lm loss": torch.stack([total.detach(), count.float()])}
-
-            return loss, loss_func
-
-        train_step(forward_step, iter([batch]), chunks, optimizer, None, 1, SEQ, 1, increment=1)
+        train_step(partial(_forward_step, family, saved), iter([batch]), chunks, optimizer, None, 1, SEQ, 1,
+                   increment=1)
         state = [v for s in optimizer.optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
         out.append({
             "params": sum(p.numel() for p in model.parameters()),

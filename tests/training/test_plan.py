@@ -23,7 +23,14 @@ import pytest
 from megatron_inserter.models.config import LLMConfig
 from megatron_inserter.models.presets import resolve
 from megatron_inserter.training.clip_stats import ClipStats, clip_stats_of_blend, speech_load
-from megatron_inserter.training.memory_model import GIB, Layout, ModelShapes, SpeechLoad, peak_in_flight, stage_memory
+from megatron_inserter.training.memory_model import (
+    GIB,
+    Layout,
+    ModelShapes,
+    SpeechLoad,
+    peak_in_flight,
+    stage_memory,
+)
 from tests.harness import run_distributed
 from tests.training.plan_measure import CLIPS, FRAMES, SEQ, measure, tiny_config
 
@@ -324,3 +331,21 @@ def test_plan_takes_the_train_flags_without_what_only_training_needs(tmp_path, c
     assert train_main(["--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "--train-iters" in err and "--tokenizer-model" in err  # inserter train still needs them
+
+
+def test_masked_batches_take_longer_than_packed_for_the_same_model_flops(tmp_path):
+    from megatron_inserter.flags import parse_flags
+    from megatron_inserter.training.plan import build_plan
+    from megatron_inserter.training.plan_cli import PlanFlags, hardware_of
+
+    spec = resolve("qwen2-audio-7b").frame_spec()
+    clips = ClipStats.assumed(spec, 2.0, 0.7)
+    clips.mel_hist[:] = 0
+    clips.mel_hist[[100, 1000]] = [0.8, 0.2]  # mostly 1 s clips, some 10 s ones
+    plans = {}
+    for mode in ("masked", "packed"):
+        flags = parse_flags(PlanFlags, recipe_7b(tmp_path, mode), "inserter plan")
+        plans[mode] = build_plan(flags, hardware_of(flags), clips=clips)
+    assert plans["masked"].flops == plans["packed"].flops
+    # masked pads every clip of a micro-batch to its longest (almost surely a 10 s one)
+    assert plans["masked"].seconds_per_step > 1.2 * plans["packed"].seconds_per_step
