@@ -99,8 +99,8 @@ class TrainingArguments:
     peak_tflops: float = arg(None, "per-device peak TFLOP/s for MFU (default: known GPUs' bf16 dense peak)")
     seed: int = arg(1234, "random seed")
     # Memory plan (``inserter plan``), checked before training starts
-    gpu_memory_gib: float = arg(None, "GPU memory to plan for (default: the GPU's own; without CUDA the check "
-                                      "runs only when this is given)")
+    gpu_memory_gib: float = arg(None, "GPU memory to plan for (default: the GPU's own, or --gpu's for inserter "
+                                      "plan; without CUDA the check runs only when this is given)")
     plan_check: bool = arg(True, "refuse to start when the memory plan says a GPU would run out of memory "
                                  "(--no-plan-check starts anyway)")
     config: str = arg(None, "YAML file of defaults (keys are flag names with underscores)")
