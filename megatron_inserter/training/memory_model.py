@@ -380,9 +380,7 @@ def warmup_microbatches(layout: Layout, rank: int) -> int:
     pp, m, vp = layout.pp, layout.num_microbatches, layout.chunks
     if vp == 1:
         return min(pp - rank - 1, m)
-    if m == pp:
-        return m * vp
-    return min((pp - rank - 1) * 2 + (vp - 1) * pp, m * vp)
+    return min((pp - rank - 1) * 2 + (vp - 1) * pp, m * vp)  # groups of pp micro-batches per chunk
 
 
 def forward_chunk(layout: Layout, k: int) -> int:
