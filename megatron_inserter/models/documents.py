@@ -139,6 +139,9 @@ def run_language_model(model, tokens, position_ids, labels, layout: DocumentLayo
         return model(tokens, position_ids, attention_mask, decoder_input=decoder_input, labels=labels,
                      runtime_gather_output=runtime_gather_output)
     gpt = unwrap(model)
+    if thd and not layout.reset_attention:
+        raise ValueError("the THD layout keeps documents apart; positions restarting without it "
+                         "(--reset-position-ids alone) need the per-sample path")
     if not thd:
         mask = layout.attention_mask() if layout.reset_attention else attention_mask
         with rotary_at(gpt, layout.positions if layout.reset_positions else None):

@@ -139,7 +139,7 @@ class InserterModel(MegatronModule):
         """``documents``: keep the packed documents of each sample apart (``documents.py``); full-length
         ``[b, s]`` like tokens, on every pipeline stage."""
         config = self.config
-        thd = documents is not None and self.documents_as_thd
+        thd = documents is not None and documents.reset_attention and self.documents_as_thd
         if documents is not None and config.context_parallel_size > 1:
             raise ValueError("documents kept apart (--reset-attention-mask / --reset-position-ids) do not run "
                              "with context parallelism; use --context-parallel-size 1")

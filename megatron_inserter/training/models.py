@@ -53,7 +53,8 @@ class GPTFamily:
             from megatron_inserter.models.specs import use_transformer_engine
 
             te = use_transformer_engine()
-            thd = te if self.documents_as_thd is None else self.documents_as_thd
+            thd = (te if self.documents_as_thd is None else self.documents_as_thd) and \
+                self.documents.reset_attention_mask
             return run_language_model(model, batch["tokens"], batch["position_ids"], batch["labels"],
                                       self.documents.layout(batch["tokens"]), thd, te)
         batch = slice_batch_for_cp(batch)  # GPTModel takes this rank's part of the sequence
@@ -106,6 +107,8 @@ class InserterFamily:
 
 def document_options(args: TrainingArguments, eod_id: int) -> DocumentOptions | None:
     """The document switches of the run, refused where they cannot hold (named flags, one line)."""
+    from megatron_inserter.models.specs import use_transformer_engine
+
     options = DocumentOptions(eod_id, args.reset_attention_mask, args.reset_position_ids)
     if not options.active:
         return None
@@ -113,6 +116,10 @@ def document_options(args: TrainingArguments, eod_id: int) -> DocumentOptions | 
         raise ArgumentError("--reset-attention-mask / --reset-position-ids do not run with --context-parallel-size "
                             f"{args.context_parallel_size} (THD packing under context parallelism needs padded "
                             "documents); use --context-parallel-size 1")
+    if options.reset_position_ids and not options.reset_attention_mask and use_transformer_engine():
+        raise ArgumentError("--reset-position-ids without --reset-attention-mask is not supported with Transformer "
+                            "Engine (its fused RoPE takes one position per sequence index); add "
+                            "--reset-attention-mask")
     if args.pipeline_model_parallel_size > 2:
         raise ArgumentError("--reset-attention-mask / --reset-position-ids need the tokens on every pipeline stage; "
                             f"middle stages of --pipeline-model-parallel-size {args.pipeline_model_parallel_size} "

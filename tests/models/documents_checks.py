@@ -154,9 +154,24 @@ LAYOUTS = {
 CASES = [(kind, thd) for kind in ("inserter", "gpt") for thd in (False, True)]
 
 
+def rotary_positions(rank, world_size) -> dict:
+    """Inside ``rotary_at`` the rotary table is read at the given positions, [s, b, 1, dim]; outside it is not."""
+    from megatron_inserter.models.documents import rotary_at
+
+    initialize_parallel(ParallelConfig(seed=1))
+    [chunk] = GPTFamily(_config().llm, _config().frame_spec()).build_chunks({}, None)
+    rotary = chunk.rotary_pos_emb
+    positions = torch.tensor([[0, 1, 2, 0, 1], [3, 0, 1, 2, 3]])
+    table = rotary(8)  # [8, 1, 1, dim]
+    with rotary_at(chunk, positions):
+        at = rotary(5)
+    return {"shape": tuple(at.shape), "equal": bool(torch.equal(at, table[:, 0][positions.t()])),
+            "restored": bool(torch.equal(rotary(5), table[:5]))}
+
+
 def suite(rank, world_size) -> dict:
     """{(layout, family kind, thd): result} on the ranks that hold the last pipeline stage."""
-    out = {}
+    out = {"rotary": rotary_positions(rank, world_size)}
     for name, parallel in LAYOUTS.items():
         for kind, thd in CASES:
             result = run_layout(rank, world_size, parallel, kind, thd)

@@ -52,6 +52,11 @@ def results():
     return run_distributed(dc.suite, 2)
 
 
+def test_rotary_reads_the_table_at_the_document_positions(results):
+    r = results[0]["rotary"]
+    assert r["shape"][:3] == (5, 2, 1) and r["equal"] and r["restored"]
+
+
 def _check(result):
     assert set(result["diffs"]) == {"interleaved", "asr", "text", "cut-off"}
     assert result["scale"] > 1.0 and result["positions"] == 2 * dc.SEQ
