@@ -8,8 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-from megatron_inserter.models.config import InserterModelConfig
-from megatron_inserter.models.config import LLMConfig
+from megatron_inserter.models.config import InserterModelConfig, LLMConfig
 
 
 def llm_builder(cfg: LLMConfig, tp: int = 1) -> Callable[[], torch.nn.Module]:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 import torch
 
 from megatron_inserter.convert.errors import ConversionError
+from megatron_inserter.files import write_json_atomic
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -167,7 +168,5 @@ def write_safetensors(directory: str, tensors: Iterable[tuple[str, torch.Tensor]
         files.append(final)
         weight_map.update({k: final for k in names})
     index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
-    with open(os.path.join(directory, INDEX_FILE), "w", encoding="utf-8") as f:
-        json.dump(index, f, indent=2)
-        f.write("\n")
+    write_json_atomic(os.path.join(directory, INDEX_FILE), index)
     return files + [INDEX_FILE]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from megatron_inserter.data.frames import SAMPLE_RATE, FrameSpec
 
+
 @dataclass
 class LLMConfig:
     """The GPTModel language model in Qwen2 / Llama shapes (built by ``llm.py``)."""

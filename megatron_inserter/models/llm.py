@@ -2,7 +2,7 @@
 
 RMSNorm, SwiGLU, rotary positions with a configurable base, grouped-query attention, optional QKV bias,
 tied or untied embeddings. Transformer Engine layer specs are used when TE imports and CUDA is present,
-megatron-core's local specs otherwise.
+megatron-core's local specs otherwise. Its shapes are ``config.LLMConfig``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from megatron_inserter.models import specs
-from megatron_inserter.models.config import LLMConfig, pad_vocab_size  # noqa: F401  (shapes live in config.py)
+from megatron_inserter.models.config import LLMConfig
 from megatron_inserter.runtime import cpu_compat
 
 

@@ -35,7 +35,7 @@ import torch.distributed as dist
 from megatron_inserter.files import write_text_atomic
 from megatron_inserter.models import config_file
 from megatron_inserter.training import rng_state, safe_load
-from megatron_inserter.training.safe_load import CheckpointError  # noqa: F401  (the error of this module)
+from megatron_inserter.training.safe_load import CheckpointError
 
 logger = logging.getLogger(__name__)
 TRACKER = "latest_checkpointed_iteration.txt"
@@ -60,8 +60,8 @@ def read_tracker(root: str) -> int | None:
     path = os.path.join(root, TRACKER)
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        text = f.read().strip()
+    with open(path, "rb") as f:
+        text = f.read(64).decode("ascii", errors="replace").strip()
     try:
         return int(text)
     except ValueError:

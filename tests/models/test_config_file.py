@@ -111,7 +111,8 @@ def test_an_iteration_directory_finds_the_file_of_its_checkpoint(tmp_path):
 
 
 def _function_level_imports(path: str) -> list[str]:
-    tree = ast.parse(open(path, encoding="utf-8").read())
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
     found = []
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
