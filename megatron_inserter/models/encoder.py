@@ -33,13 +33,13 @@ Three input modes:
     them (``LogMel.packed_mode``); the clips lie end to end on one time axis with zero gaps
     (``clip_packing.ClipLayout``), so no convolution reads a neighbour; attention is block-diagonal: one THD
     sequence with ``cu_seqlens`` under Transformer Engine on CUDA, windows as long as the longest clip with an
-    explicit mask otherwise. Positions 0..t-1 per clip. A clip's
-    frames equal Qwen2-Audio's on its padded window with the padding masked (whole 10 ms hops), alone or
-    packed with others.
-  masked (the dataclass default): each clip's ``n // 160`` mel frames; mel frames and the first convolution's
-    output past a clip's end are zeroed (the zero padding a lone clip would see), padded keys are masked in
-    attention, so a clip's output does not depend on what it is batched with. Positions 0..t-1. Qwen2-Audio's
-    front end sees the log-mel floor there instead of zeros, so the last frames differ from it slightly.
+    explicit mask otherwise. Positions 0..t-1 per clip. A clip's frames equal Qwen2-Audio's on its padded
+    window with the padding masked (whole 10 ms hops), alone or packed with others.
+  masked (the dataclass default): each clip's ``n // 160`` mel frames, the clips of a call padded to the
+    longest; mel frames and the first convolution's output past a clip's end are zeroed (the zero padding a
+    lone clip would see), padded keys are masked in attention, so a clip's output does not depend on what it
+    is batched with. Positions 0..t-1. Qwen2-Audio's front end sees the log-mel floor past a clip's end
+    instead of zeros, so the last frames differ from Qwen2-Audio's.
   window: Whisper / Qwen2-Audio semantics. Every clip zero-padded to 30 s (3000 mel frames, 1500 positions).
     Whisper attends to all 1500 positions (``window_key_padding_mask=False``); Qwen2-Audio masks keys at and
     past ``(L - 1) // 2 + 1`` with ``L = ceil(n / 160)``, the mel length its feature extractor reports
