@@ -22,7 +22,7 @@ from megatron_inserter.errors import DataError
 from megatron_inserter.files import write_json_atomic
 
 _CHUNK = 1 << 24  # elements per vectorised step
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 class TokenRangeError(DataError):
@@ -146,13 +146,15 @@ def check_document_ends(prefix: str, index: IndexArrays, eod_id: int, describe: 
     key = f"not_ending_with_{eod_id}"
     if key not in cache.facts:
         docs, last = document_last_tokens(prefix, index)
-        wrong = docs[last != eod_id]
-        cache.facts[key] = [len(wrong), len(docs), int(wrong[0]) if len(wrong) else None]
+        bad = last != eod_id
+        wrong = docs[bad]
+        common = int(np.bincount(last[bad]).argmax()) if bad.any() else None
+        cache.facts[key] = [len(wrong), len(docs), int(wrong[0]) if len(wrong) else None, common]
         cache.save()
-    wrong, total, first = cache.facts[key]
+    wrong, total, first, common = cache.facts[key]
     if wrong:
         raise DataError(
             f"dataset {prefix!r}: {wrong} of {total} documents (the first: document {first}) do not end with the "
-            f"end-of-document token of {describe} (id {eod_id}); documents would run together in training samples. "
-            f"Make it with Megatron's preprocess_data.py --append-eod and this tokenizer, or with `inserter "
-            f"preprocess`")
+            f"end-of-document token of {describe} (id {eod_id}; most of them end with id {common}); documents "
+            f"would run together in training samples. Make it with Megatron's preprocess_data.py --append-eod and "
+            f"this tokenizer (whose end-of-document token must be id {eod_id}), or with `inserter preprocess`")
