@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("megatron_inserter.convert.cli", "Hugging Face <-> megatron-inserter checkpoints"),
     "generate": ("megatron_inserter.inference.cli", "generate from a speech+text prompt"),
     "eval": ("megatron_inserter.eval.cli", "SpeechInstructBench, ASR WER, audio QA, compare results"),
+    "desta": ("megatron_inserter.desta.cli", "DeSTA2 alignment data: seed transcripts, the LLM's own answers"),
 }
 
 

@@ -5,6 +5,7 @@
   inserter eval speechinstructbench --score-only ROWS.jsonl --output DIR
   inserter eval asr --manifest MANIFEST.jsonl --load CKPT --output DIR
   inserter eval audio-qa --manifest MANIFEST.jsonl --load CKPT --output DIR
+  inserter eval attributes --seeds HELD_OUT_SEEDS.jsonl --load CKPT --output DIR   (or --dataset DIR)
   inserter eval compare RESULTS.json RESULTS.json ... [--output TABLE.md]
 
 Open-ended and adjustment tasks need a judge: an OpenAI-compatible endpoint configured by
@@ -76,18 +77,7 @@ class GenerationFlags(OutputFlags):
 
 
 @dataclass
-class SpeechInstructBenchFlags(GenerationFlags):
-    bench_dir: str | None = arg(None, "local copy of ddwang2000/SpeechInstructBench", metavar="DIR")
-    score_only: str | None = arg(None, "score rows that already carry `response` (no generation)",
-                                 metavar="ROWS.jsonl")
-    tasks: str = arg(",".join(TASKS), "comma-separated tasks")
-    variants: str = arg(",".join(VARIANTS), "comma-separated closed-ended variants")
-    languages: str = arg(",".join(LANGUAGES), "comma-separated languages (cn = zh)")
-    modality: str = arg("speech", "speech: the spoken instruction; text: the written instruction (text-only "
-                        "upper bound)", choices=MODALITIES)
-    text_prompt: str = arg("", "text after the audio (default: none)")
-    checker_rules: str = arg("speechinstructbench", "closed-ended checker rules", choices=RULE_SETS)
-    sentence_splitter: str = arg("auto", "English sentence splitter of the checkers", choices=SPLITTER_CHOICES)
+class JudgeFlags(GenerationFlags):
     judge: str = arg("auto", "auto = http when INSERTER_JUDGE_URL is set", choices=("auto", "http", "local",
                                                                                      "none"), group=JUDGE)
     judge_load: str | None = arg(None, "checkpoint for --judge local (default: --load)", metavar="DIR",
@@ -105,6 +95,21 @@ class SpeechInstructBenchFlags(GenerationFlags):
 
 
 @dataclass
+class SpeechInstructBenchFlags(JudgeFlags):
+    bench_dir: str | None = arg(None, "local copy of ddwang2000/SpeechInstructBench", metavar="DIR")
+    score_only: str | None = arg(None, "score rows that already carry `response` (no generation)",
+                                 metavar="ROWS.jsonl")
+    tasks: str = arg(",".join(TASKS), "comma-separated tasks")
+    variants: str = arg(",".join(VARIANTS), "comma-separated closed-ended variants")
+    languages: str = arg(",".join(LANGUAGES), "comma-separated languages (cn = zh)")
+    modality: str = arg("speech", "speech: the spoken instruction; text: the written instruction (text-only "
+                        "upper bound)", choices=MODALITIES)
+    text_prompt: str = arg("", "text after the audio (default: none)")
+    checker_rules: str = arg("speechinstructbench", "closed-ended checker rules", choices=RULE_SETS)
+    sentence_splitter: str = arg("auto", "English sentence splitter of the checkers", choices=SPLITTER_CHOICES)
+
+
+@dataclass
 class AsrFlags(GenerationFlags):
     manifest: str = arg(None, "jsonl: audio_filepath, text[, lang, id]", required=True, metavar="PATH")
     language: str = arg("auto", "language of rows without lang (auto: zh when the text has CJK)",
@@ -119,6 +124,16 @@ class AsrFlags(GenerationFlags):
 class AudioQaFlags(GenerationFlags):
     manifest: str = arg(None, "jsonl: audio_filepath, instruction, label[, task, candidates, id]", required=True,
                         metavar="PATH")
+    max_new_tokens: int = arg(64, "longest answer, in tokens", group=GEN)
+
+
+@dataclass
+class AttributesFlags(JudgeFlags):
+    seeds: str | None = arg(None, "seeds file of held-out clips (`inserter desta build`)", metavar="FILE")
+    dataset: str | None = arg(None, "folder of Dynamic-SUPERB rows (audio, instruction, label; *.jsonl / *.json); "
+                              "rows with a reference answer instead of a label are judged", metavar="DIR")
+    tasks: str = arg("gender,accent,language,pitch,speed,volume,noise", "comma-separated tasks (--seeds)")
+    max_per_task: int = arg(0, "at most this many rows per task (0: all)")
     max_new_tokens: int = arg(64, "longest answer, in tokens", group=GEN)
 
 
@@ -163,7 +178,19 @@ def _responder(flags: GenerationFlags, prog: str, load: str | None = None):
     return load_responder(load, flags.prompt_template, prog, **parse_responder_args(flags.responder_arg))
 
 
-def _judge(flags: SpeechInstructBenchFlags, needs_judge: bool):
+def _judge_config(flags: JudgeFlags) -> JudgeConfig:
+    config = JudgeConfig(
+        samples=flags.judge_samples, temperature=flags.judge_temperature, top_p=flags.judge_top_p,
+        max_tokens=flags.judge_max_tokens, max_attempts=flags.judge_max_attempts, backoff_s=flags.judge_backoff,
+        timeout_s=flags.judge_timeout,
+    )
+    if config.samples < 1 or config.max_attempts < 1 or config.timeout_s <= 0:
+        raise UsageError("--judge-samples and --judge-max-attempts must be >= 1 and --judge-timeout > 0")
+    return config
+
+
+def _judge(flags: JudgeFlags, needs_judge: bool, command: str = "speechinstructbench",
+           needs: str = "open-ended and adjustment scoring", otherwise: str = "or --tasks closed"):
     """The judge, or for ``--judge local`` a function building it from the evaluated responder (so a bad
     judge configuration fails before any model is loaded)."""
     from megatron_inserter.eval.judge import HttpChatJudge, JudgeFatalError, ResponderJudge
@@ -174,9 +201,9 @@ def _judge(flags: SpeechInstructBenchFlags, needs_judge: bool):
             return None
         if not os.environ.get("INSERTER_JUDGE_URL"):
             raise UsageError(
-                "open-ended and adjustment scoring needs a judge: set INSERTER_JUDGE_URL and "
+                f"{needs} needs a judge: set INSERTER_JUDGE_URL and "
                 "INSERTER_JUDGE_MODEL (and INSERTER_JUDGE_API_KEY), or pass --judge local [--judge-load DIR], "
-                "or --judge none to leave them unscored, or --tasks closed"
+                f"or --judge none to leave them unscored, {otherwise}"
             )
         kind = "http"
     if kind == "none":
@@ -193,7 +220,7 @@ def _judge(flags: SpeechInstructBenchFlags, needs_judge: bool):
     def build_local(responder=None):
         if responder is not None and load == flags.load:
             return ResponderJudge(responder, load)
-        return ResponderJudge(_responder(flags, f"{PROG} speechinstructbench", load), load)
+        return ResponderJudge(_responder(flags, f"{PROG} {command}", load), load)
 
     return build_local
 
@@ -204,13 +231,7 @@ def run_speechinstructbench(flags: SpeechInstructBenchFlags) -> int:
     if (flags.score_only is None) == (flags.bench_dir is None):
         raise UsageError("give either --bench-dir DIR (with --load CKPT) or --score-only ROWS.jsonl")
     _check_generation(flags)
-    judge_config = JudgeConfig(
-        samples=flags.judge_samples, temperature=flags.judge_temperature, top_p=flags.judge_top_p,
-        max_tokens=flags.judge_max_tokens, max_attempts=flags.judge_max_attempts, backoff_s=flags.judge_backoff,
-        timeout_s=flags.judge_timeout,
-    )
-    if judge_config.samples < 1 or judge_config.max_attempts < 1 or judge_config.timeout_s <= 0:
-        raise UsageError("--judge-samples and --judge-max-attempts must be >= 1 and --judge-timeout > 0")
+    judge_config = _judge_config(flags)
     try:
         tasks = parse_list(flags.tasks, TASKS, "--tasks", TASK_ALIASES)
         variants = parse_list(flags.variants, VARIANTS, "--variants")
@@ -246,11 +267,11 @@ def _manifest(flags) -> Path:
     return manifest
 
 
-def _generate_and_score(flags: GenerationFlags, task) -> int:
+def _generate_and_score(flags: GenerationFlags, task, responder=None) -> int:
     """Run a task of the evaluation path with the checkpoint's responder; rank 0 prints the table."""
     from megatron_inserter.eval.task import run
 
-    results = run(task, _responder(flags, task.prog))
+    results = run(task, responder or _responder(flags, task.prog))
     if results is not None:
         print((task.config.output_dir / task.table).read_text(encoding="utf-8"))
     return 0
@@ -275,6 +296,28 @@ def run_audio_qa(flags: AudioQaFlags) -> int:
     return _generate_and_score(flags, audio_qa.AudioQaTask(_manifest(flags), config))
 
 
+def run_attributes(flags: AttributesFlags) -> int:
+    from megatron_inserter.eval import attributes
+
+    _check_generation(flags)
+    if (flags.seeds is None) == (flags.dataset is None):
+        raise UsageError("give either --seeds FILE (held-out clips of `inserter desta build`) or --dataset DIR")
+    if flags.max_per_task < 0:
+        raise UsageError(f"--max-per-task must be >= 0, got {flags.max_per_task}")
+    config = attributes.AttributesConfig(**_common(flags), system_prompt=flags.system_prompt,
+                                         tasks=tuple(t.strip() for t in flags.tasks.split(",") if t.strip()),
+                                         max_per_task=flags.max_per_task, judge=_judge_config(flags),
+                                         judge_workers=flags.judge_workers)
+    task = attributes.AttributesTask(config, seeds=Path(flags.seeds) if flags.seeds else None,
+                                     dataset=Path(flags.dataset) if flags.dataset else None)
+    rows = task.load() if flags.dp_rank == 0 else []  # a bad input or judge setup fails before the model
+    judge = _judge(flags, task.needs_judge(rows), "attributes", "scoring open-ended rows",
+                   "or give only labelled rows") if flags.dp_rank == 0 else None
+    responder = _responder(flags, task.prog)
+    task.judge = judge(responder) if callable(judge) else judge
+    return _generate_and_score(flags, task, responder)
+
+
 def run_compare(flags: CompareFlags) -> int:
     from megatron_inserter.eval.compare import compare_markdown
     from megatron_inserter.files import write_text_atomic
@@ -291,6 +334,8 @@ COMMANDS = {
                             "SpeechInstructBench (closed, open-ended, adjustment)"),
     "asr": (AsrFlags, run_asr, "WER (English) / CER (Chinese) on a manifest"),
     "audio-qa": (AudioQaFlags, run_audio_qa, "instruction + audio -> label accuracy (Dynamic-SUPERB style)"),
+    "attributes": (AttributesFlags, run_attributes,
+                   "who speaks and how (gender, accent, pitch, speed, noise): label accuracy vs chance"),
     "compare": (CompareFlags, run_compare, "several results JSON files side by side (Markdown)"),
 }
 
