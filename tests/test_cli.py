@@ -31,7 +31,7 @@ def subcommands(command: str) -> list[str]:
     return names
 
 
-NESTED = {c: subcommands(c) for c in ("eval", "convert")}
+NESTED = {c: subcommands(c) for c in ("eval", "convert", "desta")}
 COMMAND_LINES = [[]] + [[c] for c in cli.COMMANDS] + [[c, s] for c, subs in NESTED.items() for s in subs]
 
 

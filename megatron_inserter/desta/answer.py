@@ -6,11 +6,11 @@ generating from a text-only prompt (``--load``; an ``eval.responder.Responder``)
 chat endpoint (``--chat-url``; :class:`~megatron_inserter.desta.chat_client.ChatClient`).
 
 Answers are appended (fsynced) to ``<output stem>.answers.jsonl`` next to the output as they come, keyed
-by seed id and a fingerprint of everything the answer depends on (backend, system prompt, user text,
-sampling): a rerun asks only for seeds without an answer to the same question, so a killed run resumes and
-a changed seed or backend is answered again. Failed requests are logged, counted, reported on stderr and
-retried by the next run. The output is then written atomically, one conversation per answered seed in
-seed order::
+by seed id and a fingerprint of everything the answer depends on (model or checkpoint, system prompt, user
+text, sampling; not the server's address): a rerun asks only for seeds without an answer to the same
+question, so a killed run resumes and a changed seed or model is answered again. Failed requests are
+logged, counted, reported on stderr and retried by the next run. The output is then written atomically,
+one conversation per answered seed in seed order::
 
     {"id": SEED_ID, "messages": [
         {"role": "user", "content": [{"type": "audio", "audio": "/abs/path.wav"}, {"type": "text", "text": PROMPT}]},
@@ -73,8 +73,8 @@ def log_path(output: Path) -> Path:
 def _describe(backend, given: dict | None) -> dict:
     if given is not None:
         return given
-    if hasattr(backend, "describe"):
-        return backend.describe()
+    if hasattr(backend, "describe"):  # the model, not where it is served: a moved server keeps its answers
+        return {k: v for k, v in backend.describe().items() if k != "endpoint"}
     return {"kind": "local", "name": type(backend).__name__}
 
 

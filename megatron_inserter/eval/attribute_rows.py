@@ -161,14 +161,15 @@ def dataset_rows(root: Path, skips: Skips, max_per_task: int = 0) -> list[dict]:
                 continue
             counts[task] = counts.get(task, 0) + 1
             resolved = str(Path(audio) if Path(audio).is_absolute() else file.parent / audio)
-            uid = f"{task}/{row.get('id', row.get('file', where.rsplit('/', 1)[-1]))}"
+            position = f"row{where.rsplit('#', 1)[1]}" if "#" in where else f"line{where.rsplit(':', 1)[1]}"
+            name = row.get("id", row.get("file", position))
             if label is not None:
-                rows.append({"uid": uid, "task": task, "audio": resolved, "instruction": question, "label": label,
-                             "kind": "label"})
+                rows.append({"uid": f"{task}/{name}", "task": task, "audio": resolved, "instruction": question,
+                             "label": label, "kind": "label"})
             else:
                 category = str(row.get("task_name") or row.get("category") or task)
-                rows.append({"uid": uid, "task": category, "audio": resolved, "instruction": question,
-                             "reference": reference, "kind": "open"})
+                rows.append({"uid": f"{category}/{name}", "task": category, "audio": resolved,
+                             "instruction": question, "reference": reference, "kind": "open"})
     if len({r["uid"] for r in rows}) != len(rows):
         for i, row in enumerate(rows):
             row["uid"] = f"{row['uid']}#{i}"

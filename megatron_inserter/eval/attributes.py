@@ -46,7 +46,7 @@ Assistant's answer: {response}
 Rate how well the assistant's answer agrees with the reference answer and answers the question, from 1 (wrong \
 or unhelpful) to 10 (fully correct and helpful). Reply with the number only."""
 NO_JUDGE = "open-ended row and no judge (pass --judge http or --judge local)"
-_SCORE_RE = re.compile(r"^\W*(10|[1-9])(\s*/\s*10)?\W*$")
+_SCORE_RE = re.compile(r"^\W*(?:(?:score|rating)\W*)?(10|[1-9])(\s*/\s*10)?\W*$", re.IGNORECASE)
 
 
 @dataclass
