@@ -50,7 +50,7 @@ def run_task(tmp_path, responder, **kw):
 
 def test_accuracy_per_task_with_chance_and_majority_beside_it(tmp_path, capsys):
     model = ScriptedResponder(lambda req: ANSWERS[req.request_id])
-    results, task = run_task(tmp_path, model)
+    results, _ = run_task(tmp_path, model)
     labels = results["details"]["labels"]
     assert {t: (e["correct"], e["scored"], e["unmatched"]) for t, e in labels.items()} == {
         "gender": (2, 4, 1), "accent": (3, 4, 1), "pitch": (3, 4, 0), "speed": (3, 4, 0), "noise": (2, 3, 0),
