@@ -13,16 +13,19 @@ logged, counted, reported on stderr and retried by the next run. The output is t
 one conversation per answered seed in seed order::
 
     {"id": SEED_ID, "messages": [
-        {"role": "user", "content": [{"type": "audio", "audio": "/abs/path.wav"}, {"type": "text", "text": PROMPT}]},
+        {"role": "user", "content": [{"type": "audio", "audio": "seeds_audio/ab/ID.wav"}, {"type": "text",
+                                                                                     "text": PROMPT}]},
         {"role": "assistant", "content": ANSWER}], "seed": SEED_TRANSCRIPT}
 
-Audio paths are absolute, so the file reads the same from any working directory.
+Audio paths are relative to the output's folder, as ``inserter preprocess --format conversation`` reads
+them (the folder holding the conversations and the seeds' audio can move as a whole).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -185,7 +188,8 @@ def answer(config: AnswerConfig, backend, backend_id: dict | None = None) -> Ans
             result.empty += 1
             result.skips.add("generation", row["id"], "the LLM answered with nothing")
             continue
-        conversations.append(conversation(row, item.extra["prompt"], answer_text.strip()))
+        conversations.append(conversation(row, item.extra["prompt"], answer_text.strip(),
+                                          Path(config.output).parent))
     with atomic_write(config.output, "w") as f:
         for conv in conversations:
             f.write(dumps(conv) + "\n")
@@ -194,8 +198,8 @@ def answer(config: AnswerConfig, backend, backend_id: dict | None = None) -> Ans
     return result
 
 
-def conversation(row: dict, prompt: str, answer_text: str) -> dict:
-    audio = str(Path(row["audio"]).resolve())
+def conversation(row: dict, prompt: str, answer_text: str, folder: Path) -> dict:
+    audio = os.path.relpath(Path(row["audio"]).resolve(), folder.resolve())
     return {"id": row["id"], "messages": [
         {"role": "user", "content": [{"type": "audio", "audio": audio}, {"type": "text", "text": prompt}]},
         {"role": "assistant", "content": answer_text}], "seed": row["seed"]}
