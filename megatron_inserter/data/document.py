@@ -9,11 +9,14 @@ Synthesis writes shards only through ``to_members`` and preprocessing reads them
   text segment    {"type": "text", "text"}
   speech segment  {"type": "speech", "text" (the transcript), "audio" (member suffix, "0.flac"),
                    "duration" (s), "num_samples", "sample_rate", "speaker", "language", "tts",
-                   "tts_model", "controls": {"speed", "pitch", "volume", "noise", "snr_db"}}
+                   "tts_model", "controls": {"speed", "pitch", "volume", "noise", "snr_db"},
+                   "gender" (of the voice, when the voice pool says), "asr_wer" (the round-trip error
+                   rate when the span was checked by ASR: WER for English, CER for Chinese, a fraction)}
 
 The segment texts concatenate to the document text. Shards written before ``format_version`` existed
 (version 1) hold the same fields minus ``language``, ``tts``, ``tts_model`` and ``controls`` (and may lack
-``speaker``); they read as version 2 with those fields ``None``. Reading is strict: a record that breaks
+``speaker``); they read as version 2 with those fields ``None``, as do version-2 shards written before
+``gender`` and ``asr_wer`` were recorded. Reading is strict: a record that breaks
 the format is a ``ShardRecordError`` naming the shard, the key and what is wrong, with a short ``reason``
 for counting skips. Pure data: no audio decoding here.
 """
@@ -76,6 +79,8 @@ class SpeechSegment:
     tts: str | None = None  # backend ("espeak", "nemo")
     tts_model: str | None = None  # the backend's model or engine version
     controls: TTSControls = field(default_factory=TTSControls)
+    gender: str | None = None  # of the voice, as its voice pool gives it
+    asr_wer: float | None = None  # round-trip ASR error rate (fraction) when the span was checked
 
     @property
     def is_speech(self) -> bool:
@@ -128,6 +133,7 @@ def _segment_json(seg: Segment) -> dict:
         "num_samples": seg.num_samples, "sample_rate": seg.sample_rate, "speaker": seg.speaker,
         "language": seg.language, "tts": seg.tts, "tts_model": seg.tts_model,
         "controls": {"speed": c.speed, "pitch": c.pitch, "volume": c.volume, "noise": c.noise, "snr_db": c.snr_db},
+        "gender": seg.gender, "asr_wer": seg.asr_wer,
     }
 
 
@@ -196,13 +202,17 @@ def _speech(seg: dict, index: int, key: str, audio: dict[str, bytes], fail) -> S
         fail("bad_json", f"speech segment {index}: sample_rate {sample_rate!r} is not a positive integer")
     if not _number(duration) or duration < 0:
         fail("bad_json", f"speech segment {index}: duration {duration!r} is not a length in seconds")
-    for name_ in ("speaker", "language", "tts", "tts_model"):
+    for name_ in ("speaker", "language", "tts", "tts_model", "gender"):
         if not _optional(seg.get(name_), str):
             fail("bad_json", f"speech segment {index}: {name_} {seg.get(name_)!r} is not a string or null")
+    wer = seg.get("asr_wer")
+    if wer is not None and (not _number(wer) or wer < 0):
+        fail("bad_json", f"speech segment {index}: asr_wer {wer!r} is not a non-negative number or null")
     return SpeechSegment(
         text=seg["text"], audio=name, duration=float(duration), num_samples=num_samples, sample_rate=sample_rate,
         speaker=seg.get("speaker"), language=seg.get("language"), tts=seg.get("tts"), tts_model=seg.get("tts_model"),
-        controls=_controls(seg.get("controls"), fail),
+        controls=_controls(seg.get("controls"), fail), gender=seg.get("gender"),
+        asr_wer=None if wer is None else float(wer),
     )
 
 

@@ -21,6 +21,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
+from megatron_inserter.data.synth.asr import asr_kind, transcriber_for
 from megatron_inserter.data.synth.config import SynthConfig
 from megatron_inserter.data.synth.interleave import MIN_SPEECH_SAMPLES
 from megatron_inserter.data.synth.plan import PlanErrors, WorkUnit, check_inputs, iter_units
@@ -43,6 +44,7 @@ from megatron_inserter.data.synth.tts import (
     check_backend_inputs,
 )
 from megatron_inserter.data.text_inputs import CorruptInputError, SkipReport, compression_of, expand_inputs
+from megatron_inserter.errors import InserterError
 
 MAX_ATTEMPTS_PER_UNIT = 2
 LISTED_SKIPS = 20  # skipped lines shown on stderr per run; all are listed in the manifests
@@ -85,8 +87,10 @@ def _context():
 
 def _probe_child(cfg: SynthConfig, conn, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
+    backend = transcriber = None
     try:
         backend = build_backend(cfg)
+        transcriber = transcriber_for(cfg)
         warnings = []
         for lang in backend.languages:
             req = TTSRequest(PROBE_TEXT[lang], lang, backend.speakers(lang)[0])
@@ -94,15 +98,25 @@ def _probe_child(cfg: SynthConfig, conn, parent_pid: int) -> None:
             if len(audio) < MIN_SPEECH_SAMPLES:
                 warnings.append(f"the {cfg.tts} backend produced no usable audio for {lang!r} text; such "
                                 "documents will be skipped as tts_failed")
+            elif transcriber is not None:
+                transcriber.transcribe([(audio, lang)])
+        if cfg.tts == "openai" and backend.pool.unused:
+            warnings.append(f"{backend.pool.unused} voices of {cfg.tts_voices} are of languages this pipeline does "
+                            "not speak; they are not used")
         conn.send(("ok", warnings))
-    except TTSUnavailableError as e:
-        conn.send(("error", str(e)))
+    except InserterError as e:
+        conn.send(("error", (str(e), getattr(e, "exit_code", 1))))
     except Exception:  # noqa: BLE001 - reported to the parent as a start-up error
-        conn.send(("error", traceback.format_exc()))
+        conn.send(("error", (traceback.format_exc(), 2)))
+    finally:
+        for part in (backend, transcriber):
+            if part is not None:
+                part.close()
 
 
 def probe_backend(cfg: SynthConfig, timeout: float = 900.0) -> list[str]:
-    """Build the backend and speak one phrase per language in a throw-away process; raise with the fix."""
+    """Build the backend (and the transcriber), speak one phrase per language and transcribe it, in a
+    throw-away process; raise with the fix."""
     ctx = _context()
     parent_conn, child_conn = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_probe_child, args=(cfg, child_conn, os.getpid()), daemon=True)
@@ -115,10 +129,12 @@ def probe_backend(cfg: SynthConfig, timeout: float = 900.0) -> list[str]:
         status, payload = parent_conn.recv()
     except EOFError:
         proc.join(10)
-        status, payload = "error", f"the {cfg.tts} backend crashed while starting (exit code {proc.exitcode})"
+        status, payload = "error", (f"the {cfg.tts} backend crashed while starting (exit code {proc.exitcode})", 2)
     proc.join()
     if status != "ok":
-        raise TTSUnavailableError(payload)
+        error = TTSUnavailableError(payload[0])
+        error.exit_code = payload[1]
+        raise error
     return payload
 
 
@@ -126,9 +142,19 @@ def _unit_child(unit: WorkUnit, cfg: SynthConfig, progress, parent_pid: int) -> 
     _die_with_parent(parent_pid)
     from megatron_inserter.data.synth.worker import process_unit
 
-    backend = build_backend(cfg)
-    process_unit(unit, cfg, backend, report=lambda d, s: progress.put((d, s)))
-    backend.close()
+    backend = transcriber = None
+    try:
+        backend = build_backend(cfg)
+        transcriber = transcriber_for(cfg)
+        process_unit(unit, cfg, backend, report=lambda d, s: progress.put((d, s)), transcriber=transcriber)
+    except InserterError as e:  # one line: the parent says which shard and what happens next
+        _log(f"{shard_stem(cfg.name, unit.rank, unit.shard_index)}: {e}")
+        sys.stderr.flush()
+        os._exit(3)
+    finally:
+        for part in (backend, transcriber):
+            if part is not None:
+                part.close()
 
 
 class _Progress:
@@ -211,6 +237,8 @@ def _show_skips(output_dir: str, stem: str, source: str, skips: SkipReport) -> N
 def run_synthesis(cfg: SynthConfig) -> RunResult:
     t0 = time.monotonic()
     check_backend_inputs(cfg)
+    if cfg.asr_enabled:
+        asr_kind(cfg.asr_url, cfg.asr_model)
     files = expand_inputs(cfg.input)
     checks = _check_inputs(files)
     os.makedirs(os.path.join(cfg.output_dir, MANIFEST_DIR), exist_ok=True)
@@ -306,6 +334,7 @@ def _write_stats(cfg: SynthConfig, result: RunResult, errors: PlanErrors) -> Non
     run_summary = merge(SynthStats.from_dict(m["stats"]) for m in run_manifests).summary()
     run_summary.update({
         "world_size": cfg.world_size, "units_complete": len(run_manifests), "unreadable_input": errors.files,
-        "tts": cfg.tts, "span_mode": cfg.span_mode, "target_speech_ratio": cfg.speech_ratio,
+        "tts": cfg.tts, "tts_model": cfg.tts_model, "span_mode": cfg.span_mode,
+        "target_speech_ratio": cfg.speech_ratio, "max_span_wer": cfg.max_span_wer, "asr_model": cfg.asr_model,
     })
     write_json(os.path.join(cfg.output_dir, "stats.json"), run_summary)

@@ -10,7 +10,7 @@ two spans, so text and speech alternate.
   word mode      random spans of ``min_words``..``max_words`` words until about ``ratio`` of the words
   sentence mode  whole sentences until about ``ratio`` of the words
 
-The choice depends only on the text and the generator passed in (``document_rngs(seed, doc_id)``), so
+The choice depends only on the text and the generator passed in (``document_rngs(seed, doc_id, source)``), so
 the same document gets the same spans whichever worker, node or order processes it. The expected share
 of spoken words is ``ratio`` (the last span is drawn so the expectation is exact); documents too short
 for the minimum span always get one span, which pushes their own share above ``ratio``.
@@ -58,12 +58,25 @@ class SpanSelection:
         return sum(s.num_words for s in self.spans)
 
 
-def document_rngs(seed: int, doc_id: str) -> tuple[np.random.Generator, np.random.Generator]:
-    """Two independent generators (spans, speakers) that depend only on ``seed`` and the document id."""
-    digest = hashlib.sha256(doc_id.encode("utf-8")).digest()
-    entropy = [int(seed) & 0xFFFFFFFF, *np.frombuffer(digest[:16], dtype=np.uint32).tolist()]
-    spans_seq, speakers_seq = np.random.SeedSequence(entropy).spawn(2)
+def document_key_entropy(seed: int, doc_id: str, source: str = "", *extra) -> list[int]:
+    """Entropy words for a ``SeedSequence`` from the full seed (any integer: ``s`` and ``s + 2**32`` differ),
+    the input file and the document id, plus ``extra`` parts (a span index, a purpose)."""
+    parts = [str(int(seed)), source, doc_id, *map(str, extra)]
+    digest = hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).digest()
+    return np.frombuffer(digest, dtype=np.uint32).tolist()
+
+
+def document_rngs(seed: int, doc_id: str, source: str = "") -> tuple[np.random.Generator, np.random.Generator]:
+    """Two independent generators (spans, speakers) that depend only on ``seed``, the input file the
+    document came from (``source``) and the document id."""
+    spans_seq, speakers_seq = np.random.SeedSequence(document_key_entropy(seed, doc_id, source)).spawn(2)
     return np.random.default_rng(spans_seq), np.random.default_rng(speakers_seq)
+
+
+def span_rng(seed: int, doc_id: str, source: str, span_index: int, purpose: str) -> np.random.Generator:
+    """A generator for one span and one purpose (``"noise"``, ``"speed"``, ``"voice-2"``, ...)."""
+    return np.random.default_rng(np.random.SeedSequence(document_key_entropy(seed, doc_id, source, span_index,
+                                                                             purpose)))
 
 
 _jieba = None

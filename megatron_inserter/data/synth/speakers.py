@@ -1,7 +1,7 @@
 """Synthetic speakers: the espeak-ng pool (voice x variant x pitch x speed) and how spans pick from a pool.
 
 Every pool is a fixed, ordered list, so a speaker index drawn from a document's generator always names
-the same voice. Speaker ids are plain strings stored in the shard metadata, e.g. ``espeak:en-us+f3:p45:r175``.
+the same voice (pools of TTS servers come from a voice file: ``voices.py``). Speaker ids are plain strings stored in the shard metadata, e.g. ``espeak:en-us+f3:p45:r175``.
 """
 
 from __future__ import annotations
@@ -92,3 +92,28 @@ def choose_speakers_by_language(pools: dict[str, list[str]], languages: list[str
             else:
                 out[i] = choose_speakers(pools[lang], 1, policy, rng)[0]
     return out
+
+
+def other_voice(pool: list[str], tried: list[str], rng: np.random.Generator) -> str:
+    """A voice of ``pool`` not in ``tried`` (any voice when all were tried), drawn from ``rng``: the voice a
+    span is spoken by again after a failed synthesis or a failed ASR check. Constant time in the pool size."""
+    if not pool:
+        raise ValueError("empty speaker pool")
+    excluded = set(tried)
+    if len(excluded) >= len(pool):
+        return pool[int(rng.integers(len(pool)))]
+    for _ in range(32):
+        voice = pool[int(rng.integers(len(pool)))]
+        if voice not in excluded:
+            return voice
+    start = int(rng.integers(len(pool)))  # nearly every voice was tried: walk on from a random place
+    return next(pool[(start + i) % len(pool)] for i in range(len(pool)) if pool[(start + i) % len(pool)] not in excluded)
+
+
+def espeak_gender(speaker_id: str) -> str | None:
+    """``male``/``female`` from an espeak speaker's variant (``m1``..``m7``, ``f1``..``f5``)."""
+    try:
+        variant = EspeakSpeaker.from_id(speaker_id).variant
+    except ValueError:
+        return None
+    return {"m": "male", "f": "female"}.get(variant[:1])

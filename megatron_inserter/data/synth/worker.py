@@ -8,8 +8,9 @@ import time
 from megatron_inserter.data.document import document_key
 from megatron_inserter.data.synth.config import SynthConfig
 from megatron_inserter.data.synth.corpus import make_document, read_line
-from megatron_inserter.data.synth.interleave import build_sample
+from megatron_inserter.data.synth.interleave import DocumentJob
 from megatron_inserter.data.synth.plan import WorkUnit
+from megatron_inserter.data.synth.schedule import Scheduler
 from megatron_inserter.data.synth.shards import ShardWriter, manifest_path, shard_stem, write_json
 from megatron_inserter.data.synth.stats import SynthStats
 from megatron_inserter.data.synth.tts.base import TTSBackend
@@ -18,7 +19,28 @@ PROGRESS_EVERY_S = 0.5
 MAX_LISTED_SKIPS = 1000  # skipped lines listed (with line number and reason) in a manifest; all are counted
 
 
-def process_unit(unit: WorkUnit, cfg: SynthConfig, backend: TTSBackend, report=None) -> SynthStats:
+def _lines(unit: WorkUnit, cfg: SynthConfig, backend: TTSBackend, check: bool):
+    """``((line, reason, skip detail, document), job or None)`` per line of the unit, in order."""
+    claimed: dict[str, int] = {}  # sample key -> line that claimed the id, within this unit
+    for offset, raw in enumerate(unit.lines):
+        line = unit.first_line + offset
+        record, doc_id, reason = read_line(raw, unit.file.source, line, cfg.json_keys)
+        skip, doc = {}, None
+        if doc_id is not None:
+            key = document_key(doc_id)
+            first = unit.duplicates.get(offset) or (
+                f"{unit.file.source}:{claimed[key]}" if key in claimed else None)
+            claimed.setdefault(key, line)
+            if first is not None:
+                reason, skip = "duplicate_id", {"id": doc_id, "first": first}
+            else:
+                doc, reason = make_document(record, doc_id, unit.file.source, line, cfg.json_keys)
+        job = DocumentJob(doc, cfg, backend, check=check) if doc is not None else None
+        yield (line, reason, skip, doc), job
+
+
+def process_unit(unit: WorkUnit, cfg: SynthConfig, backend: TTSBackend, report=None, transcriber=None
+                 ) -> SynthStats:
     """Synthesize every document of ``unit`` into its shard; write the manifest last.
 
     ``report(docs, speech_seconds)`` is called now and then with the increments since the last call.
@@ -28,36 +50,24 @@ def process_unit(unit: WorkUnit, cfg: SynthConfig, backend: TTSBackend, report=N
     shard_name = f"{stem}.tar"
     stats = SynthStats()
     writer: ShardWriter | None = None
-    claimed: dict[str, int] = {}  # sample key -> line that claimed the id, within this unit
     skipped_lines: list[dict] = []
     pending_docs, pending_seconds, last_report = 0, 0.0, time.monotonic()
+    scheduler = Scheduler(backend, transcriber)
     try:
-        for offset, raw in enumerate(unit.lines):
-            line = unit.first_line + offset
+        for (line, reason, skip, doc), result in scheduler.run(_lines(unit, cfg, backend, transcriber is not None)):
             stats.docs_read += 1
             pending_docs += 1
-            record, doc_id, reason = read_line(raw, unit.file.source, line, cfg.json_keys)
-            skip = {}
-            if doc_id is not None:
-                key = document_key(doc_id)
-                first = unit.duplicates.get(offset) or (
-                    f"{unit.file.source}:{claimed[key]}" if key in claimed else None)
-                claimed.setdefault(key, line)
-                if first is not None:
-                    reason, skip = "duplicate_id", {"id": doc_id, "first": first}
-                else:
-                    doc, reason = make_document(record, doc_id, unit.file.source, line, cfg.json_keys)
-                    if doc is not None:
-                        sample, reason, doc_stats = build_sample(doc, cfg, backend)
-                        stats.add(doc_stats)
-                        if sample is not None:
-                            if writer is None:
-                                writer = ShardWriter(os.path.join(cfg.output_dir, shard_name))
-                            writer.add(sample.document, sample.audio)
-                            pending_seconds += doc_stats.speech_seconds
-                            if doc.removed_controls:
-                                stats.docs_cleaned += 1
-                                stats.control_chars_removed += doc.removed_controls
+            if result is not None:
+                sample, reason, doc_stats = result
+                stats.add(doc_stats)
+                if sample is not None:
+                    if writer is None:
+                        writer = ShardWriter(os.path.join(cfg.output_dir, shard_name))
+                    writer.add(sample.document, sample.audio)
+                    pending_seconds += doc_stats.speech_seconds
+                    if doc.removed_controls:
+                        stats.docs_cleaned += 1
+                        stats.control_chars_removed += doc.removed_controls
             if reason is not None:
                 stats.skip(reason)
                 if len(skipped_lines) < MAX_LISTED_SKIPS:
@@ -70,10 +80,15 @@ def process_unit(unit: WorkUnit, cfg: SynthConfig, backend: TTSBackend, report=N
             stats.shards = 1
             writer = None
     finally:
+        scheduler.close()
         if writer is not None:
             writer.abort()
     if report is not None and (pending_docs or pending_seconds):
         report(pending_docs, pending_seconds)
+    stats.tts_seconds += scheduler.tts_seconds
+    for source in (backend, transcriber):
+        if source is not None:
+            stats.add(SynthStats.from_dict(source.collect_stats()))
     stats.worker_seconds = time.perf_counter() - t_start
     manifest = {
         "shard": shard_name if stats.shards else None,

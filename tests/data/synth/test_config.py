@@ -49,11 +49,12 @@ def test_the_flags_are_the_configuration():
     assert cfg == SynthConfig(input=("a.jsonl", "b/"), output_dir="out", span_mode="sentence", shard_size="3",
                               progress=False, text_normalization=False, rank=1, world_size=2)
     assert cfg.speech_ratio == 0.4 and cfg.shard_limit == ShardSize(max_docs=3) and cfg.json_keys == "text"
-    # earlier runs stored these keys in synth-run.json; a resume compares against them
+    # the keys stored in synth-run.json; a resume compares against them (servers, speed and ranks excluded)
     assert sorted(cfg.fingerprint()) == sorted([
         "inputs", "tts", "span_mode", "speech_ratio", "seed", "json_key", "min_span_words", "max_span_words",
         "speaker_policy", "shard_size", "world_size", "max_speech_seconds_per_doc", "tts_model", "vocoder_model",
-        "name", "espeak_engine", "text_normalization", "tts_attempts"])
+        "name", "espeak_engine", "text_normalization", "tts_attempts", "document_keying", "tts_voices",
+        "tts_format", "tts_pcm_rate", "tts_speed", "noise_snr_db", "noise_share", "asr_model", "max_span_wer"])
     assert SynthConfig(input=("a",), output_dir="o", shard_size=ShardSize(max_bytes=10**9)).fingerprint()[
         "shard_size"] == SynthConfig(input=("a",), output_dir="o").fingerprint()["shard_size"] == "1000000000B"
 
@@ -66,7 +67,8 @@ def test_help_shows_each_default_once_and_imports_no_heavy_stack(tmp_path):
                          capture_output=True, text=True, timeout=120, check=True)
     assert "--input PATH [PATH ...]" in out.stdout and "(required)" in out.stdout
     assert "--shard-size SIZE" in out.stdout and "(default: 1GB)" in out.stdout
-    assert "--no-progress" in out.stdout and "--tts-attempts" not in out.stdout
+    assert "--no-progress" in out.stdout and "--tts-attempts N" in out.stdout and "(default: 2)" in out.stdout
+    assert "--tts-url URL" in out.stdout and "--max-span-wer X" in out.stdout
     imported = {line.split("|")[-1].strip().split(".")[0] for line in out.stderr.splitlines() if "|" in line}
     assert "megatron_inserter" in imported
     assert not imported & {"torch", "megatron", "nemo", "numpy", "soundfile", "jieba"}
@@ -84,3 +86,33 @@ def test_a_config_file_gives_flag_values_and_the_command_line_wins(tmp_path):
     path.write_text("input: [a]\noutput_dir: out\nspeech-ratio: 0.5\n")
     with pytest.raises(UsageError, match="speech_ratio"):
         parse_flags(SynthConfig, ["--config", str(path)], "inserter synth")
+
+
+def test_server_noise_and_asr_flags_are_checked():
+    from megatron_inserter.errors import UsageError
+
+    base = {"input": ("a",), "output_dir": "o"}
+    server = {**base, "tts": "openai", "tts_url": "http://127.0.0.1:1/v1", "tts_model": "kokoro",
+              "tts_voices": "voices.tsv"}
+    cfg = SynthConfig(**server, tts_speed="0.9,1.1", noise_snr_db="5,20", noise_share=0.5)
+    assert cfg.tts_url == ("http://127.0.0.1:1/v1",) and cfg.speed_range == (0.9, 1.1)
+    assert cfg.noise_range == (5.0, 20.0) and cfg.tts_model == "kokoro"  # a model name stays a name
+    assert "tts_url" not in cfg.fingerprint() and "tts_concurrency" not in cfg.fingerprint()
+    for bad, match in [
+        ({**base, "tts": "openai"}, "--tts-url"),
+        ({**server, "tts_model": None}, "--tts-model"),
+        ({**server, "tts_voices": None}, "--tts-voices"),
+        ({**base, "tts_url": ("http://x/v1",)}, "is for --tts openai"),
+        ({**server, "tts_api_key_env": "sk-123"}, "environment variable name"),
+        ({**server, "tts_speed": "fast"}, "--tts-speed"),
+        ({**server, "tts_concurrency": 0}, "--tts-concurrency"),
+        ({**base, "noise_share": 0.3}, "--noise-snr-db"),
+        ({**base, "noise_snr_db": "20,5", "noise_share": 0.3}, "LOW must not exceed HIGH"),
+        ({**base, "noise_snr_db": "5,20", "noise_share": 1.5}, "--noise-share"),
+        ({**base, "max_span_wer": 0.2}, "needs an ASR model"),
+        ({**base, "asr_url": ("http://x/v1",)}, "--asr-model"),
+    ]:
+        with pytest.raises(UsageError, match=match):
+            SynthConfig(**bad)
+    with_seed = [SynthConfig(**base, seed=s).fingerprint()["seed"] for s in (5, 5 + 2**32)]
+    assert with_seed[0] != with_seed[1]

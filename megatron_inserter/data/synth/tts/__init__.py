@@ -1,4 +1,5 @@
-"""TTS backends behind one interface (``TTSBackend``): ``espeak`` (default) and ``nemo``."""
+"""TTS backends behind one interface (``TTSBackend``): ``espeak`` (default), ``nemo`` and ``openai`` (servers of
+the OpenAI speech API)."""
 
 from __future__ import annotations
 
@@ -43,8 +44,15 @@ def check_backend_inputs(cfg) -> None:
             raise TTSUnavailableError(f"the espeak-ng program is not on PATH; {INSTALL_HINT}")
         if not have_lib and not shutil.which("espeak-ng"):
             raise TTSUnavailableError(f"espeak-ng is not installed; {INSTALL_HINT}")
+    elif cfg.tts == "openai":
+        from megatron_inserter.data.synth.servers import ServerPool, api_key_from_env
+        from megatron_inserter.data.synth.voices import read_voice_pool
+
+        read_voice_pool(cfg.tts_voices)
+        api_key_from_env(cfg.tts_api_key_env, "--tts-api-key-env")
+        ServerPool("TTS", cfg.tts_url, "/audio/speech")  # the URLs parse
     else:
-        raise ValueError(f"unknown TTS backend {cfg.tts!r} (espeak, nemo)")
+        raise ValueError(f"unknown TTS backend {cfg.tts!r} (espeak, nemo, openai)")
 
 
 def build_backend(cfg) -> TTSBackend:
@@ -60,4 +68,12 @@ def build_backend(cfg) -> TTSBackend:
             tts_model=cfg.tts_model, vocoder_model=cfg.vocoder_model, batch_size=cfg.tts_batch_size,
             normalize=cfg.text_normalization, cache_dir=cfg.text_norm_cache_dir,
         ))
-    raise ValueError(f"unknown TTS backend {cfg.tts!r} (espeak, nemo)")
+    if cfg.tts == "openai":
+        from megatron_inserter.data.synth.tts.openai import OpenAIBackend, OpenAIConfig
+
+        return OpenAIBackend(OpenAIConfig(
+            urls=cfg.tts_url, model=cfg.tts_model, voices=cfg.tts_voices, api_key_env=cfg.tts_api_key_env,
+            response_format=cfg.tts_format, pcm_rate=cfg.tts_pcm_rate, concurrency=cfg.tts_concurrency,
+            timeout=cfg.tts_timeout, retries=cfg.http_retries,
+        ))
+    raise ValueError(f"unknown TTS backend {cfg.tts!r} (espeak, nemo, openai)")

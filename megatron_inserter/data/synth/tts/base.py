@@ -1,4 +1,9 @@
-"""The interface every TTS backend implements: a batch of (text, language, speaker) in, 16 kHz audio out."""
+"""The interface every TTS backend implements: a batch of (text, language, speaker) in, 16 kHz audio out.
+
+Local backends (espeak, nemo) synthesize a batch in the calling thread. A ``concurrent`` backend (TTS
+servers) instead speaks one request per call of ``synthesize_one`` from up to ``concurrency`` threads at
+once; the scheduler (``schedule.py``) keeps that many requests in flight.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ class TTSRequest:
     text: str
     language: str  # "en" or "zh"
     speaker: str  # one of ``backend.speakers(language)``
+    speed: float | None = None  # relative speaking speed, for backends that take one (``takes_speed``)
 
 
 class TTSBackend(ABC):
@@ -40,6 +46,9 @@ class TTSBackend(ABC):
     name: str = "tts"
     batch_size: int = 1  # how many requests the backend prefers per call
     languages: tuple[str, ...] = ("en", "zh")
+    concurrent: bool = False  # True: ``synthesize_one`` is called from ``concurrency`` threads at once
+    concurrency: int = 1
+    takes_speed: bool = False  # whether ``TTSRequest.speed`` is sent
 
     @abstractmethod
     def speakers(self, language: str) -> list[str]:
@@ -53,6 +62,19 @@ class TTSBackend(ABC):
         """``(model, controls)`` recorded with a span spoken for ``request``: the backend's model or engine
         version, and the speed/pitch/volume it was spoken with (``None`` where not applicable)."""
         return None, TTSControls()
+
+    def synthesize_one(self, request: TTSRequest) -> np.ndarray:
+        """Audio for one request; raises ``TTSError`` when this request fails (a concurrent backend raises
+        ``servers.ServiceUnavailableError`` when no server can answer: the shard then fails)."""
+        return self.synthesize([request])[0]
+
+    def gender(self, speaker: str) -> str | None:
+        """The gender of a speaker when the backend knows it (``male``, ``female``)."""
+        return None
+
+    def collect_stats(self) -> dict:
+        """Counters to add to the shard's ``SynthStats`` (per-server requests and latencies); then reset."""
+        return {}
 
     def close(self) -> None:
         pass

@@ -19,7 +19,12 @@ import subprocess
 import numpy as np
 
 from megatron_inserter.data.document import TTSControls
-from megatron_inserter.data.synth.speakers import ESPEAK_VOICES, EspeakSpeaker, espeak_speaker_pool
+from megatron_inserter.data.synth.speakers import (
+    ESPEAK_VOICES,
+    EspeakSpeaker,
+    espeak_gender,
+    espeak_speaker_pool,
+)
 from megatron_inserter.data.synth.tts.base import (
     TTSBackend,
     TTSError,
@@ -203,6 +208,9 @@ class EspeakBackend(TTSBackend):
         if language not in self._pools:
             raise ValueError(f"espeak backend has no voices for {language!r}")
         return self._pools[language]
+
+    def gender(self, speaker: str) -> str | None:
+        return espeak_gender(speaker)
 
     def describe(self, request: TTSRequest) -> tuple[str | None, TTSControls]:
         spk = EspeakSpeaker.from_id(request.speaker)
