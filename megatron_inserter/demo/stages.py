@@ -36,7 +36,7 @@ class DemoConfig:
     seed: int = 1234
 
 
-SMOKE = DemoConfig(num_docs=16, vocab_size=700, seq_length=128, micro_batch_size=2, global_batch_size=4,
+SMOKE = DemoConfig(num_docs=16, vocab_size=700, seq_length=256, micro_batch_size=2, global_batch_size=4,
                    train_iters=8, warmup_iters=2, eval_interval=4, eval_iters=1, log_interval=4, save_interval=4,
                    max_new_tokens=8)
 
