@@ -33,13 +33,13 @@ def spoken_prompt_continuation(load_dir: str, shards_dir: str, max_new_tokens: i
     from megatron_inserter.data.indexed.audio_store import int16_to_float
     from megatron_inserter.inference.generate import GenerationConfig, generate
     from megatron_inserter.inference.loading import load_for_inference
-    from megatron_inserter.inference.prompt import EncodedPrompt, audio_tokens, stop_ids
+    from megatron_inserter.inference.prompt import EncodedPrompt, audio_tokens, document_start, stop_ids
 
     before, spoken, audio, after = find_spoken_prompt(shards_dir)
     loaded = load_for_inference(load_dir, initialize=True)
     tok = loaded.tokenizer
     speech = audio_tokens(tok, int16_to_float(audio), loaded.config.frame_spec())
-    prompt = EncodedPrompt(tok.tokenize(before) + speech.ids, speech.clips)
+    prompt = EncodedPrompt(document_start(tok) + tok.tokenize(before) + speech.ids, speech.clips)
     (ids,) = generate(loaded.model, [prompt], GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0),
                       stop_ids(tok, "plain"), pad_id=tok.pad_id)
     generated = tok.detokenize(ids)

@@ -8,6 +8,10 @@ Templates:
   <|im_start|>assistant\\n``.
 N comes from the model's FrameSpec through the shared frame-count function, one run of placeholders per
 encoder window, exactly as the training data lays speech out.
+
+Both templates begin with the tokenizer's BOS when it has one (SentencePiece ``<s>``, Llama 3's
+``<|begin_of_text|>``; Qwen2's tokenizers have none), as every training document does
+(``data.indexed.writer``), so a prompt starts where the model's documents start.
 """
 
 from __future__ import annotations
@@ -48,6 +52,12 @@ def has_chat_tokens(tokenizer) -> bool:
     return all(len(tokenizer.tokenize(piece)) == 1 for piece in ("<|im_start|>", "<|im_end|>"))
 
 
+def document_start(tokenizer) -> list[int]:
+    """``[BOS]`` when the tokenizer has one, else ``[]``: how every training document begins."""
+    bos = getattr(tokenizer, "bos_id", None)
+    return [] if bos is None else [int(bos)]
+
+
 def audio_tokens(tokenizer, audio: np.ndarray, spec: FrameSpec) -> EncodedPrompt:
     """``<|audio_bos|> <|AUDIO|> x N <|audio_eos|>`` and the clips (windows) that fill the placeholders."""
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
@@ -72,14 +82,15 @@ def encode_prompt(prompt: Prompt, tokenizer, spec: FrameSpec, template: str = "p
     if template not in TEMPLATES:
         raise ValueError(f"unknown prompt template {template!r}; choose one of {TEMPLATES}")
     audio = audio_tokens(tokenizer, prompt.audio, spec) if prompt.audio is not None else EncodedPrompt([], [])
+    start = document_start(tokenizer)
     if template == "plain":
         text = tokenizer.tokenize(prompt.text) if prompt.text else []
-        return EncodedPrompt(audio.ids + text, audio.clips)
+        return EncodedPrompt(start + audio.ids + text, audio.clips)
     system = prompt.system if prompt.system is not None else DEFAULT_SYSTEM_PROMPT
     im_start = single_token_id(tokenizer, "<|im_start|>")
     im_end = single_token_id(tokenizer, "<|im_end|>")
     nl = tokenizer.tokenize("\n")
-    ids = [im_start] + tokenizer.tokenize(f"system\n{system}") + [im_end] + nl
+    ids = start + [im_start] + tokenizer.tokenize(f"system\n{system}") + [im_end] + nl
     ids += [im_start] + tokenizer.tokenize("user\n")
     if audio.ids:
         ids += tokenizer.tokenize("Audio 1: ") + audio.ids + nl
