@@ -4,7 +4,7 @@ Every evaluation in this package asks a ``Responder`` for text. A request carrie
 a PCM array), an optional text prompt placed after the audio, an optional system prompt and its sampling
 parameters. ``respond`` answers a batch of requests with one string per request, in order.
 
-The model-backed responder lives in ``megatron_inserter.inference.responder`` and is built with
+The model-backed responder lives in ``megatron_inserter.inference.model_responder`` and is built with
 ``build_responder(load_dir, template=..., **generation_kwargs)``; :func:`load_responder` imports it only
 when a checkpoint is evaluated, so scoring-only runs never import the model stack.
 
@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 from megatron_inserter.errors import InserterError, UsageError
 from megatron_inserter.inference.requests import EvalRequest, SamplingParams  # noqa: F401 (re-exported)
 
-RESPONDER_MODULE = "megatron_inserter.inference.responder"
+RESPONDER_MODULE = "megatron_inserter.inference.model_responder"
 TEMPLATE_CHOICES = ("auto", "plain", "chatml")
 CHAT_TOKENS = "<|im_start|>/<|im_end|>"
 
@@ -84,7 +84,7 @@ def load_responder(load_dir: str, template: str = "auto", prog: str = "inserter 
                 f"cannot evaluate checkpoint {load_dir!r}: module {RESPONDER_MODULE} is not installed in "
                 "this build, so there is no generation backend. Score existing responses with "
                 "`inserter eval speechinstructbench --score-only ROWS.jsonl --output DIR`, or install a "
-                "build that provides megatron_inserter.inference.responder.build_responder."
+                "build that provides megatron_inserter.inference.model_responder.build_responder."
             ) from err
         raise
     build = getattr(module, "build_responder", None)

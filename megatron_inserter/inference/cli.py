@@ -79,7 +79,7 @@ def read_audio_checked(path: str):
     """16 kHz mono float32 samples of ``path``, or a ``DataError`` saying why the file cannot be used."""
     import numpy as np
 
-    from megatron_inserter.inference.responder import read_audio
+    from megatron_inserter.inference.model_responder import read_audio
 
     try:
         audio = read_audio(path)
@@ -94,7 +94,7 @@ def read_audio_checked(path: str):
 
 def load_responder(flags: GenerateFlags):
     """The model-backed responder; a checkpoint that cannot be loaded is one ``DataError`` naming --load."""
-    from megatron_inserter.inference.responder import build_responder
+    from megatron_inserter.inference.model_responder import build_responder
     from megatron_inserter.training.load_checks import check_load
 
     check_load(flags.load)  # every shard there and whole, before a model is built

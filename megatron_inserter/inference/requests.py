@@ -1,6 +1,6 @@
 """What a generation backend is asked: one prompt (audio and/or text) with its sampling settings.
 
-Defined here, below evaluation, so the model-backed responder (``inference.responder``) and every
+Defined here, below evaluation, so the model-backed responder (``inference.model_responder``) and every
 evaluation (``eval``) share it without inference importing evaluation.
 """
 

@@ -20,8 +20,8 @@ from tests.eval.fakes import (
 
 @pytest.fixture
 def fake_backend(monkeypatch):
-    """A stand-in for megatron_inserter.inference.responder that records how it was built; the checkpoint's
-    tokenizer has chat tokens."""
+    """A stand-in for megatron_inserter.inference.model_responder that records how it was built; the
+    checkpoint's tokenizer has chat tokens."""
     built = []
     monkeypatch.setattr(responder, "checkpoint_tokenizer", lambda load_dir, tokenizer_model=None: ChatTokenizer())
 
