@@ -11,6 +11,7 @@
   mcore_checkpoint.py  the trainer's checkpoint layout (tracker, iter_0000000, common state)
   builders.py       the models conversion builds (as training builds them)
   layout.py         output directories (staged, renamed into place)
+  errors.py         ``ConversionError``: input that cannot be converted, named, before anything is written
 
 The model a checkpoint holds is read from and written to ``model_config.json`` by ``models/config_file.py``.
 """
