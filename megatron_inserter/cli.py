@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("megatron_inserter.inference.cli", "generate from a speech+text prompt"),
     "eval": ("megatron_inserter.eval.cli", "SpeechInstructBench, ASR WER, audio QA, compare results"),
     "desta": ("megatron_inserter.desta.cli", "DeSTA2 alignment data: seed transcripts, the LLM's own answers"),
+    "synth-filter": ("megatron_inserter.data.synth.filter_cli", "check synthesized shards by ASR round trip"),
 }
 
 

@@ -3,7 +3,8 @@
 Every field declared with ``arg(...)`` is a flag (``--span-mode``) and a ``--config`` YAML key
 (``span_mode``); ``SynthConfig(...)`` builds the same object in code. Values are checked and completed in
 ``__post_init__``: the speech ratio defaults by span mode, rank and world size come from a slurm job
-array when not given, model paths become absolute. This module imports only the standard library.
+array when not given, model paths become absolute. The ASR flags (``AsrFlags``) are shared with
+``inserter synth-filter`` (``FilterConfig``). This module imports only the standard library.
 """
 
 from __future__ import annotations
@@ -94,11 +95,69 @@ def parse_range(text: str, flag: str, *, low: float | None = None) -> tuple[floa
 DOCUMENT_KEYING = 2
 
 IO, SPANS, SPEECH, SERVERS, ASR, SCALE = (
-    "input and output", "span selection", "speech", "TTS servers (--tts openai)", "ASR round-trip filter", "scale")
+    "input and output", "span selection", "speech", "TTS and ASR servers", "ASR round-trip filter", "scale")
 
 
 @dataclass(frozen=True)
-class SynthConfig:
+class AsrFlags:
+    """The round-trip ASR flags, shared by ``inserter synth`` and ``inserter synth-filter``."""
+
+    http_retries: int = arg(4, "retries of a request that failed for the server's sake (connection, timeout, "
+                               "429, 5xx), with backoff, on another server when there is one; then the shard "
+                               "fails and a rerun redoes it", group=SERVERS)
+    asr_url: tuple[str, ...] = arg([], "base URL of an OpenAI-compatible ASR server (POST "
+                                       "URL/audio/transcriptions); repeat for several", repeat=True,
+                                   metavar="URL", group=ASR)
+    asr_model: str | None = arg(None, "model name for --asr-url, or a local Hugging Face Whisper directory, or a "
+                                      "NeMo ASR .nemo file", metavar="MODEL", group=ASR)
+    asr_api_key_env: str | None = arg(None, "name of the environment variable holding the ASR servers' API key",
+                                      metavar="NAME", group=ASR)
+    max_span_wer: float | None = arg(None, "a span whose round-trip error rate (WER for English, CER for Chinese; "
+                                           "a fraction) is above this fails: synth speaks it again by another voice "
+                                           "(up to --tts-attempts), then keeps it as text; synth-filter turns it into "
+                                           "text. Without it the rate is only recorded", metavar="X", group=ASR)
+    asr_concurrency: int = arg(4, "ASR requests in flight per worker process (--asr-url)", group=ASR)
+    asr_timeout: float = arg(120.0, "deadline of one ASR request in seconds", metavar="S", group=ASR)
+    asr_batch_size: int = arg(8, "clips per batch of a local ASR model", group=ASR)
+    asr_device: str | None = arg(None, "device of a local ASR model (default: cuda when available, else cpu)",
+                                 group=ASR)
+
+    def _check_asr(self) -> None:
+        def put(name, value):
+            object.__setattr__(self, name, value)
+
+        value = self.asr_url
+        put("asr_url", (value,) if isinstance(value, str) else tuple(value or ()))
+        if self.asr_model and not self.asr_url:
+            put("asr_model", os.path.abspath(self.asr_model))
+        for flag, n in (("--asr-concurrency", self.asr_concurrency), ("--asr-batch-size", self.asr_batch_size)):
+            if n < 1:
+                raise UsageError(f"{flag} must be >= 1, got {n}")
+        if self.http_retries < 0:
+            raise UsageError(f"--http-retries must be >= 0, got {self.http_retries}")
+        if not self.asr_timeout > 0:
+            raise UsageError(f"--asr-timeout must be positive, got {self.asr_timeout}")
+        if self.asr_api_key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.asr_api_key_env):
+            raise UsageError(f"--asr-api-key-env {self.asr_api_key_env!r} is not an environment variable name (give "
+                             "the variable's name, not the key)")
+        if self.asr_url and not self.asr_model:
+            raise UsageError("--asr-url needs --asr-model (the model name the servers expect, e.g. whisper-1)")
+        if self.max_span_wer is not None:
+            if not self.asr_enabled:
+                raise UsageError("--max-span-wer needs an ASR model: --asr-url with --asr-model NAME, or --asr-model "
+                                 "with a local Whisper directory or NeMo .nemo file")
+            if not (self.max_span_wer >= 0 and math.isfinite(self.max_span_wer)):
+                raise UsageError(f"--max-span-wer must be a non-negative fraction, got {self.max_span_wer}")
+
+    @property
+    def asr_enabled(self) -> bool:
+        return bool(self.asr_url or self.asr_model)
+
+
+@dataclass(frozen=True)
+class _SynthFlags:
+    """The flags of ``inserter synth`` before the ASR flags (``SynthConfig`` lists them in this order)."""
+
     input: tuple[str, ...] = arg([], "jsonl files (.jsonl, .jsonl.gz, .jsonl.zst), globs or directories",
                                  required=True, metavar="PATH", group=IO)
     output_dir: str = arg(None, "where shards, manifests and stats.json go", required=True, metavar="DIR",
@@ -154,24 +213,10 @@ class SynthConfig:
     tts_concurrency: int = arg(8, "requests in flight per worker process", group=SERVERS)
     tts_timeout: float = arg(120.0, "deadline of one request in seconds (connect, send, whole reply)",
                              metavar="S", group=SERVERS)
-    http_retries: int = arg(4, "retries of a request that failed for the server's sake (connection, timeout, "
-                               "429, 5xx), with backoff, on another server when there is one; then the shard "
-                               "fails and a rerun redoes it", group=SERVERS)
-    asr_url: tuple[str, ...] = arg([], "base URL of an OpenAI-compatible ASR server (POST "
-                                       "URL/audio/transcriptions); repeat for several", repeat=True,
-                                   metavar="URL", group=ASR)
-    asr_model: str | None = arg(None, "model name for --asr-url, or a local Hugging Face Whisper directory, or a "
-                                      "NeMo ASR .nemo file", metavar="MODEL", group=ASR)
-    asr_api_key_env: str | None = arg(None, "name of the environment variable holding the ASR servers' API key",
-                                      metavar="NAME", group=ASR)
-    max_span_wer: float | None = arg(None, "a span whose round-trip error rate (WER for English, CER for Chinese; "
-                                           "a fraction) is above this is spoken again by another voice, then kept "
-                                           "as text; without it the rate is only recorded", metavar="X", group=ASR)
-    asr_concurrency: int = arg(4, "ASR requests in flight per worker process (--asr-url)", group=ASR)
-    asr_timeout: float = arg(120.0, "deadline of one ASR request in seconds", metavar="S", group=ASR)
-    asr_batch_size: int = arg(8, "clips per batch of a local ASR model", group=ASR)
-    asr_device: str | None = arg(None, "device of a local ASR model (default: cuda when available, else cpu)",
-                                 group=ASR)
+
+
+@dataclass(frozen=True)
+class SynthConfig(AsrFlags, _SynthFlags):
     workers: int = arg(1, "worker processes on this node", group=SCALE)
     rank: int | None = arg(None, "this node's rank (default: slurm array task, else 0)", group=SCALE)
     world_size: int | None = arg(None, "number of nodes (default: slurm array task count, else 1)", group=SCALE)
@@ -183,9 +228,9 @@ class SynthConfig:
             object.__setattr__(self, name, value)
 
         put("input", (self.input,) if isinstance(self.input, str) else tuple(self.input or ()))
-        for name in ("tts_url", "asr_url"):
-            value = getattr(self, name)
-            put(name, (value,) if isinstance(value, str) else tuple(value or ()))
+        value = self.tts_url
+        put("tts_url", (value,) if isinstance(value, str) else tuple(value or ()))
+        self._check_asr()
         if isinstance(self.shard_size, ShardSize):
             put("shard_size", str(self.shard_size))
         parse_shard_size(self.shard_size)
@@ -200,8 +245,6 @@ class SynthConfig:
         for name in paths + ("tts_voices",):
             if getattr(self, name):
                 put(name, os.path.abspath(getattr(self, name)))
-        if self.asr_model and not self.asr_url:
-            put("asr_model", os.path.abspath(self.asr_model))
         if not 0.0 < self.speech_ratio < 1.0:
             raise UsageError(f"--speech-ratio must be in (0, 1), got {self.speech_ratio}")
         if self.min_span_words < 1 or self.max_span_words < self.min_span_words:
@@ -214,14 +257,11 @@ class SynthConfig:
             raise UsageError(f"need 0 <= --rank ({self.rank}) < --world-size ({self.world_size})")
         for flag, value in (("--workers", self.workers), ("--tts-batch-size", self.tts_batch_size),
                             ("--tts-attempts", self.tts_attempts), ("--tts-concurrency", self.tts_concurrency),
-                            ("--asr-concurrency", self.asr_concurrency), ("--asr-batch-size", self.asr_batch_size),
                             ("--tts-pcm-rate", self.tts_pcm_rate)):
             if value < 1:
                 raise UsageError(f"{flag} must be >= 1, got {value}")
-        if self.http_retries < 0:
-            raise UsageError(f"--http-retries must be >= 0, got {self.http_retries}")
         for flag, value in (("--max-speech-seconds-per-doc", self.max_speech_seconds_per_doc),
-                            ("--tts-timeout", self.tts_timeout), ("--asr-timeout", self.asr_timeout)):
+                            ("--tts-timeout", self.tts_timeout)):
             if not value > 0:
                 raise UsageError(f"{flag} must be positive, got {value}")
         if not re.fullmatch(r"[A-Za-z0-9_]+", self.name):
@@ -231,7 +271,7 @@ class SynthConfig:
         if not self.json_keys:
             raise UsageError("--json-keys must name a field")
         self._check_servers()
-        self._check_noise_and_asr()
+        self._check_noise()
 
     def _check_servers(self) -> None:
         parse_range(self.tts_speed, "--tts-speed", low=0.0)
@@ -253,31 +293,17 @@ class SynthConfig:
                 raise UsageError(f"--tts-api-key-env {env!r} is not an environment variable name (give the "
                                  "variable's name, not the key)")
 
-    def _check_noise_and_asr(self) -> None:
+    def _check_noise(self) -> None:
         if not 0.0 <= self.noise_share <= 1.0:
             raise UsageError(f"--noise-share must be in [0, 1], got {self.noise_share}")
         if self.noise_share > 0 and not self.noise_snr_db:
             raise UsageError("--noise-share needs --noise-snr-db LOW,HIGH")
         if self.noise_snr_db:
             parse_range(self.noise_snr_db, "--noise-snr-db")
-        if self.asr_api_key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.asr_api_key_env):
-            raise UsageError(f"--asr-api-key-env {self.asr_api_key_env!r} is not an environment variable name")
-        if self.asr_url and not self.asr_model:
-            raise UsageError("--asr-url needs --asr-model (the model name the servers expect, e.g. whisper-1)")
-        if self.max_span_wer is not None:
-            if not self.asr_enabled:
-                raise UsageError("--max-span-wer needs an ASR model: --asr-url with --asr-model NAME, or --asr-model "
-                                 "with a local Whisper directory or NeMo .nemo file")
-            if not (self.max_span_wer >= 0 and math.isfinite(self.max_span_wer)):
-                raise UsageError(f"--max-span-wer must be a non-negative fraction, got {self.max_span_wer}")
 
     @property
     def shard_limit(self) -> ShardSize:
         return parse_shard_size(self.shard_size)
-
-    @property
-    def asr_enabled(self) -> bool:
-        return bool(self.asr_url or self.asr_model)
 
     @property
     def speed_range(self) -> tuple[float, float]:
@@ -302,3 +328,24 @@ class SynthConfig:
             with open(self.tts_voices, "rb") as f:
                 d["tts_voices"] = "sha256:" + hashlib.sha256(f.read()).hexdigest()
         return d
+
+
+@dataclass(frozen=True)
+class _FilterIO:
+    shards: str = arg(None, "directory of synthesized shards (*.tar)", required=True, metavar="DIR")
+    output_dir: str = arg(None, "where the checked shards, their manifests and filter-stats.json go",
+                          required=True, metavar="DIR")
+    progress: bool = arg(True, "print a line per finished shard")
+
+
+@dataclass(frozen=True)
+class FilterConfig(AsrFlags, _FilterIO):
+    """The flags of ``inserter synth-filter``: the shards in, the checked shards out, the ASR flags."""
+
+    def __post_init__(self):
+        self._check_asr()
+        if not self.asr_enabled:
+            raise UsageError("give the ASR model: --asr-url with --asr-model NAME, or --asr-model with a local Whisper "
+                             "directory or NeMo .nemo file")
+        if os.path.abspath(self.shards) == os.path.abspath(self.output_dir):
+            raise UsageError("--output-dir must differ from --shards (the shards are rewritten, not edited in place)")

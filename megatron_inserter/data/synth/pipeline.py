@@ -25,6 +25,7 @@ from megatron_inserter.data.synth.asr import asr_kind, transcriber_for
 from megatron_inserter.data.synth.config import SynthConfig
 from megatron_inserter.data.synth.interleave import MIN_SPEECH_SAMPLES
 from megatron_inserter.data.synth.plan import PlanErrors, WorkUnit, check_inputs, iter_units
+from megatron_inserter.data.synth.servers import api_key_from_env
 from megatron_inserter.data.synth.shards import (
     MANIFEST_DIR,
     check_run_arguments,
@@ -85,12 +86,19 @@ def _context():
     return ctx
 
 
-def _probe_child(cfg: SynthConfig, conn, parent_pid: int) -> None:
+def api_keys(cfg: SynthConfig) -> dict[str, str | None]:
+    """The servers' API keys, read here from the variables the flags name and handed to the workers (which
+    fork from a server started earlier, maybe before the variable was set); never written anywhere."""
+    return {"tts": api_key_from_env(cfg.tts_api_key_env, "--tts-api-key-env") if cfg.tts == "openai" else None,
+            "asr": api_key_from_env(cfg.asr_api_key_env, "--asr-api-key-env") if cfg.asr_url else None}
+
+
+def _probe_child(cfg: SynthConfig, keys: dict, conn, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
     backend = transcriber = None
     try:
-        backend = build_backend(cfg)
-        transcriber = transcriber_for(cfg)
+        backend = build_backend(cfg, keys["tts"])
+        transcriber = transcriber_for(cfg, keys["asr"])
         warnings = []
         for lang in backend.languages:
             req = TTSRequest(PROBE_TEXT[lang], lang, backend.speakers(lang)[0])
@@ -114,12 +122,13 @@ def _probe_child(cfg: SynthConfig, conn, parent_pid: int) -> None:
                 part.close()
 
 
-def probe_backend(cfg: SynthConfig, timeout: float = 900.0) -> list[str]:
+def probe_backend(cfg: SynthConfig, timeout: float = 900.0, keys: dict | None = None) -> list[str]:
     """Build the backend (and the transcriber), speak one phrase per language and transcribe it, in a
     throw-away process; raise with the fix."""
     ctx = _context()
     parent_conn, child_conn = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_probe_child, args=(cfg, child_conn, os.getpid()), daemon=True)
+    keys = keys if keys is not None else api_keys(cfg)
+    proc = ctx.Process(target=_probe_child, args=(cfg, keys, child_conn, os.getpid()), daemon=True)
     proc.start()
     child_conn.close()
     if not parent_conn.poll(timeout):
@@ -138,14 +147,14 @@ def probe_backend(cfg: SynthConfig, timeout: float = 900.0) -> list[str]:
     return payload
 
 
-def _unit_child(unit: WorkUnit, cfg: SynthConfig, progress, parent_pid: int) -> None:
+def _unit_child(unit: WorkUnit, cfg: SynthConfig, keys: dict, progress, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
     from megatron_inserter.data.synth.worker import process_unit
 
     backend = transcriber = None
     try:
-        backend = build_backend(cfg)
-        transcriber = transcriber_for(cfg)
+        backend = build_backend(cfg, keys["tts"])
+        transcriber = transcriber_for(cfg, keys["asr"])
         process_unit(unit, cfg, backend, report=lambda d, s: progress.put((d, s)), transcriber=transcriber)
     except InserterError as e:  # one line: the parent says which shard and what happens next
         _log(f"{shard_stem(cfg.name, unit.rank, unit.shard_index)}: {e}")
@@ -248,7 +257,8 @@ def run_synthesis(cfg: SynthConfig) -> RunResult:
     removed = remove_stale_temporaries(cfg.output_dir, cfg.name, cfg.rank)
     if resuming:
         _log(f"resuming in {cfg.output_dir} (removed {removed} unfinished temporary files)")
-    for w in probe_backend(cfg):
+    keys = api_keys(cfg)
+    for w in probe_backend(cfg, keys=keys):
         _log(f"warning: {w}")
 
     ctx = _context()
@@ -273,7 +283,7 @@ def run_synthesis(cfg: SynthConfig) -> RunResult:
             pass
 
     def start(unit: WorkUnit, attempt: int) -> None:
-        proc = ctx.Process(target=_unit_child, args=(unit, cfg, progress_queue, os.getpid()), daemon=False)
+        proc = ctx.Process(target=_unit_child, args=(unit, cfg, keys, progress_queue, os.getpid()), daemon=False)
         proc.start()
         running[unit.unit_index] = (proc, unit, attempt)
 

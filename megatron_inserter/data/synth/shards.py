@@ -90,6 +90,34 @@ class ShardWriter:
                 os.unlink(self.tmp_path)
 
 
+def iter_shard_members(path: str, damaged: list | None = None):
+    """``(key, {member name: bytes})`` per document of a shard, in tar order. A tar that breaks off keeps the
+    documents read before the damage; what went wrong is appended to ``damaged``."""
+    import zlib
+
+    from megatron_inserter.data.document import split_member_name
+
+    key, members = None, {}
+    try:
+        with tarfile.open(path, "r|*") as tar:
+            for info in tar:
+                if not info.isfile():
+                    continue
+                k, _ = split_member_name(info.name)
+                if k != key and key is not None:
+                    yield key, members
+                    members = {}
+                key = k
+                f = tar.extractfile(info)
+                members[info.name] = f.read() if f is not None else b""
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        if damaged is not None:
+            damaged.append(f"{path}: the tar breaks after document {key!r} ({e}); the documents before it are used")
+        return
+    if key is not None:
+        yield key, members
+
+
 def manifest_path(output_dir: str, stem: str) -> str:
     return os.path.join(output_dir, MANIFEST_DIR, f"{stem}.json")
 

@@ -7,7 +7,9 @@ first character and end at a word's last character (plus punctuation glued to it
 a word and the whitespace around it stays in the neighbouring text. Spans never touch: at least one word of text lies between
 two spans, so text and speech alternate.
 
-  word mode      random spans of ``min_words``..``max_words`` words until about ``ratio`` of the words
+  word mode      random spans of ``min_words``..``max_words`` words until about ``ratio`` of the words, at
+                 jittered positions (evenly spread with random offsets, so each part of a long document
+                 gets about ``ratio`` of its words spoken)
   sentence mode  whole sentences until about ``ratio`` of the words
 
 The choice depends only on the text and the generator passed in (``document_rngs(seed, doc_id, source)``), so
@@ -163,7 +165,11 @@ def _select_word_spans(words, cfg: SpanConfig, rng: np.random.Generator, text: s
         return []
     lengths = [lengths[i] for i in rng.permutation(k)]
     free = n - sum(lengths) - (k - 1)
-    bars = np.sort(rng.choice(free + k, size=k, replace=False)) if k else np.array([], dtype=int)
+    # The free words go to the k+1 gaps around the spans through k "bars" in [0, free + k): bar j is drawn
+    # uniformly from the j-th of k equal strata (jittered sampling). One span may land anywhere; many spans
+    # spread evenly over a long document, so every part of it gets about ``ratio`` of its words spoken.
+    edges = [(j * (free + k)) // k for j in range(k + 1)]
+    bars = np.array([edges[j] + int(rng.integers(edges[j + 1] - edges[j])) for j in range(k)], dtype=np.int64)
     gaps = np.diff(np.concatenate([[-1], bars, [free + k]])) - 1  # k+1 parts summing to `free`
     spans, pos = [], int(gaps[0])
     for i, length in enumerate(lengths):

@@ -32,15 +32,15 @@ def asr_kind(urls, model: str | None) -> str:
                      "--asr-url for ASR servers)")
 
 
-def build_transcriber(urls, model: str | None, *, api_key_env: str | None = None, concurrency: int = 4,
-                      timeout: float = 120.0, retries: int = 4, device: str | None = None,
+def build_transcriber(urls, model: str | None, *, api_key: str | None = None, api_key_env: str | None = None,
+                      concurrency: int = 4, timeout: float = 120.0, retries: int = 4, device: str | None = None,
                       batch_size: int = 8) -> Transcriber:
     kind = asr_kind(urls, model)
     if kind == "openai":
         from megatron_inserter.data.synth.asr.openai import OpenAITranscriber
 
-        return OpenAITranscriber(urls, model, api_key_env=api_key_env, concurrency=concurrency, timeout=timeout,
-                                 retries=retries)
+        return OpenAITranscriber(urls, model, api_key=api_key, api_key_env=api_key_env, concurrency=concurrency,
+                                 timeout=timeout, retries=retries)
     if kind == "whisper":
         from megatron_inserter.data.synth.asr.whisper import WhisperTranscriber
 
@@ -50,10 +50,11 @@ def build_transcriber(urls, model: str | None, *, api_key_env: str | None = None
     return NemoTranscriber(model, device=device, batch_size=batch_size)
 
 
-def transcriber_for(cfg) -> Transcriber | None:
-    """The transcriber a ``SynthConfig`` (or filter flags) asks for; ``None`` without ASR."""
+def transcriber_for(cfg, api_key: str | None = None) -> Transcriber | None:
+    """The transcriber ``AsrFlags`` ask for (``None`` without ASR); ``api_key``: the servers' key, else read
+    from the variable ``--asr-api-key-env`` names."""
     if not (cfg.asr_url or cfg.asr_model):
         return None
-    return build_transcriber(cfg.asr_url, cfg.asr_model, api_key_env=cfg.asr_api_key_env,
+    return build_transcriber(cfg.asr_url, cfg.asr_model, api_key=api_key, api_key_env=cfg.asr_api_key_env,
                              concurrency=cfg.asr_concurrency, timeout=cfg.asr_timeout, retries=cfg.http_retries,
                              device=cfg.asr_device, batch_size=cfg.asr_batch_size)

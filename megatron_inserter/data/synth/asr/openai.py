@@ -43,13 +43,14 @@ class OpenAITranscriber(Transcriber):
     name = "openai"
     concurrent = True
 
-    def __init__(self, urls, model: str, *, api_key_env: str | None = None, concurrency: int = 4,
-                 timeout: float = 120.0, retries: int = 4, servers: ServerPool | None = None):
+    def __init__(self, urls, model: str, *, api_key: str | None = None, api_key_env: str | None = None,
+                 concurrency: int = 4, timeout: float = 120.0, retries: int = 4, servers: ServerPool | None = None):
         self.model = model
         self.concurrency = concurrency
-        self.servers = servers or ServerPool(
-            "ASR", urls, "/audio/transcriptions", api_key=api_key_from_env(api_key_env, "--asr-api-key-env"),
-            timeout=timeout, retries=retries, max_reply_bytes=MAX_REPLY_BYTES)
+        if api_key is None:
+            api_key = api_key_from_env(api_key_env, "--asr-api-key-env")
+        self.servers = servers or ServerPool("ASR", urls, "/audio/transcriptions", api_key=api_key, timeout=timeout,
+                                             retries=retries, max_reply_bytes=MAX_REPLY_BYTES)
         self._reported: dict[str, dict] = {}
 
     def transcribe_one(self, audio: np.ndarray, language: str) -> str | None:

@@ -55,8 +55,9 @@ def check_backend_inputs(cfg) -> None:
         raise ValueError(f"unknown TTS backend {cfg.tts!r} (espeak, nemo, openai)")
 
 
-def build_backend(cfg) -> TTSBackend:
-    """The backend a ``SynthConfig`` asks for."""
+def build_backend(cfg, api_key: str | None = None) -> TTSBackend:
+    """The backend a ``SynthConfig`` asks for (``api_key``: the TTS servers' key, else read from the variable
+    ``--tts-api-key-env`` names)."""
     if cfg.tts == "espeak":
         from megatron_inserter.data.synth.tts.espeak import EspeakBackend
 
@@ -75,5 +76,5 @@ def build_backend(cfg) -> TTSBackend:
             urls=cfg.tts_url, model=cfg.tts_model, voices=cfg.tts_voices, api_key_env=cfg.tts_api_key_env,
             response_format=cfg.tts_format, pcm_rate=cfg.tts_pcm_rate, concurrency=cfg.tts_concurrency,
             timeout=cfg.tts_timeout, retries=cfg.http_retries,
-        ))
+        ), api_key=api_key)
     raise ValueError(f"unknown TTS backend {cfg.tts!r} (espeak, nemo, openai)")

@@ -76,13 +76,16 @@ class OpenAIBackend(TTSBackend):
     concurrent = True
     takes_speed = True
 
-    def __init__(self, cfg: OpenAIConfig, pool: VoicePool | None = None, servers: ServerPool | None = None):
+    def __init__(self, cfg: OpenAIConfig, *, api_key: str | None = None, pool: VoicePool | None = None,
+                 servers: ServerPool | None = None):
+        """``api_key``: the key itself (else read from ``cfg.api_key_env``)."""
         self.cfg = cfg
         self.pool = pool or read_voice_pool(cfg.voices)
         self.languages = self.pool.languages
-        self.servers = servers or ServerPool(
-            "TTS", cfg.urls, "/audio/speech", api_key=api_key_from_env(cfg.api_key_env, "--tts-api-key-env"),
-            timeout=cfg.timeout, retries=cfg.retries, max_reply_bytes=MAX_REPLY_BYTES)
+        if api_key is None:
+            api_key = api_key_from_env(cfg.api_key_env, "--tts-api-key-env")
+        self.servers = servers or ServerPool("TTS", cfg.urls, "/audio/speech", api_key=api_key, timeout=cfg.timeout,
+                                             retries=cfg.retries, max_reply_bytes=MAX_REPLY_BYTES)
         self.concurrency = self.batch_size = cfg.concurrency
         self._executor: ThreadPoolExecutor | None = None
         self._reported: dict[str, dict] = {}
