@@ -393,24 +393,32 @@ def iter_lines(path: str, *, start: int = 0, end: int | None = None, first_line:
 
 # --- records ----------------------------------------------------------------------------------------------
 
-def parse_record(raw: bytes, key: str = "text") -> tuple[dict | None, str | None, str | None]:
-    """One raw line -> ``(record, text, None)`` or ``(None, None, skip reason)``. Never raises on bad data."""
+def parse_object(raw: bytes) -> tuple[dict | None, str | None]:
+    """One raw line -> ``(JSON object, None)`` or ``(None, skip reason)``. Never raises on bad data."""
     if isinstance(raw, _TooLong):
-        return None, None, "line_too_long"
+        return None, "line_too_long"
     if not raw or raw.isspace():
-        return None, None, "blank_line"
+        return None, "blank_line"
     try:
         decoded = raw.decode("utf-8")
     except UnicodeDecodeError:
-        return None, None, "invalid_utf8"
+        return None, "invalid_utf8"
     try:
         record = json.loads(decoded)
     except RecursionError:
-        return None, None, "nested_too_deep"
+        return None, "nested_too_deep"
     except json.JSONDecodeError:
-        return None, None, "invalid_json"
+        return None, "invalid_json"
     if not isinstance(record, dict):
-        return None, None, "not_an_object"
+        return None, "not_an_object"
+    return record, None
+
+
+def parse_record(raw: bytes, key: str = "text") -> tuple[dict | None, str | None, str | None]:
+    """One raw line -> ``(record, text, None)`` or ``(None, None, skip reason)``. Never raises on bad data."""
+    record, reason = parse_object(raw)
+    if reason is not None:
+        return None, None, reason
     if key not in record:
         return None, None, "missing_text_key"
     text = record[key]

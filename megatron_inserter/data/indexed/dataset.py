@@ -4,7 +4,9 @@ Built through ``BlendedMegatronDatasetBuilder`` (see ``blend.build_datasets``) s
 rank-0-builds-then-everyone-loads index cache work as for GPTDataset. A sample is a dict:
 
   tokens, labels [s] int64   labels[t] = tokens[t + 1] (the stream is ``seq_length + 1`` long)
-  loss_mask [s] float32      1 where the target is text, 0 where it is a placeholder, an audio marker or pad
+  loss_mask [s] float32      1 where the target is text, 0 where it is a placeholder, an audio marker, pad or
+                             context (a conversation's system/user turns and template text: the mode stored
+                             with each sequence says which)
   position_ids [s] int64
   audio  list of int16 arrays, one per encoder window, in the order their placeholders appear
   num_padding int            padded positions at the end of the sample
@@ -12,6 +14,10 @@ rank-0-builds-then-everyone-loads index cache work as for GPTDataset. A sample i
 A document is left out of the samples (counted, logged) when one of its speech spans is longer than a
 sample or too short for one encoder frame under the model's ``FrameSpec`` (its transcript would then be
 trained from no audio).
+
+A conversation dataset (sidecar kind ``conversation``) is packed whole: a sample ends before a conversation
+that does not fit in what is left of it (the rest is padding), so no turn is ever split across samples, and a
+conversation longer than a sample is left out (counted, logged).
 """
 
 from __future__ import annotations
@@ -79,8 +85,10 @@ class InterleavedDataset(MegatronDataset):
         self.spec = config.frame_spec
         self.doc_len, span_ptr, span_p, span_q = dataset.document_layout(self.spec)
         self._layout = (span_ptr, span_p, span_q)
+        # Where samples may not be cut: inside speech spans, or anywhere inside a conversation.
+        self._cut_layout = whole_document_spans(self.doc_len) if dataset.whole_documents else self._layout
         self.document_index, self.sample_index, self.shuffle_index = self._build_or_load_indices()
-        del self._layout
+        del self._layout, self._cut_layout
 
     # --- megatron-core hooks -------------------------------------------------------------------------
     @staticmethod
@@ -110,6 +118,12 @@ class InterleavedDataset(MegatronDataset):
                                                 f"({self.config.sequence_length})")
         self.num_documents_without_audio_frames = self._drop(docs, span_ptr, span_len <= 2,
                                                              "a speech span too short for one encoder frame")
+        self.num_dropped_conversations = 0
+        if self.dataset.whole_documents:
+            whole_ptr = self._cut_layout[0]
+            self.num_dropped_conversations = self._drop(docs, whole_ptr, self.doc_len > self.config.sequence_length,
+                                                        f"a conversation longer than the sequence length "
+                                                        f"({self.config.sequence_length})")
         return docs[~self._dropped] if self._dropped is not None else docs
 
     def _drop(self, docs: np.ndarray, span_ptr: np.ndarray, bad_span: np.ndarray, why: str) -> int:
@@ -144,7 +158,7 @@ class InterleavedDataset(MegatronDataset):
                 raise DataError(f"{self.dataset_path}: --split {self.config.split} leaves its {self.index_split.name} "
                                 f"split without a usable document ({detail}): give that split a larger share or "
                                 f"use more data")
-            arrays = build_indices(usable, self.doc_len, *self._layout,
+            arrays = build_indices(usable, self.doc_len, *self._cut_layout,
                                    self.config.sequence_length, self.num_samples, self.config.random_seed, drop_last)
             os.makedirs(cache, exist_ok=True)
             for key, arr in zip(paths, arrays):
@@ -198,6 +212,14 @@ class InterleavedDataset(MegatronDataset):
             "audio": clips,
             "num_padding": num_padding,
         }
+
+
+def whole_document_spans(doc_len: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(span_ptr, span_p, span_q)`` with one span per document covering all of it: ``sample_index.cut_samples``
+    then never cuts inside a document (a sample ends before one that does not fit)."""
+    n = len(doc_len)
+    return (np.arange(n + 1, dtype=np.int64), np.zeros(n, dtype=np.int64),
+            np.asarray(doc_len, dtype=np.int64) - 1)
 
 
 def document_positions(tokens: torch.Tensor, eod_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,7 +23,7 @@ from megatron.core.datasets.indexed_dataset import IndexedDataset, get_bin_path,
 from megatron_inserter.data.frames import FrameSpec, num_audio_frames, split_windows, window_frames
 from megatron_inserter.data.indexed.binding import check_fingerprints
 from megatron_inserter.data.indexed.index_format import CorruptDatasetError, read_header, read_index
-from megatron_inserter.data.indexed.metadata import MODE_SPEECH, meta_path, read_metadata
+from megatron_inserter.data.indexed.metadata import MODE_CONTEXT, MODE_SPEECH, meta_path, read_metadata
 from megatron_inserter.data.indexed.token_check import check_document_ends, check_token_ids, default_cache_dir
 from megatron_inserter.errors import DataError
 
@@ -130,6 +130,8 @@ class InterleavedLowLevelDataset:
         self.sequence_lengths = self.text.sequence_lengths
         modes = self.text.index.sequence_modes
         self.is_speech = None if modes is None else modes == MODE_SPEECH
+        # Text that is read but never a target (a conversation's context); None when there is none.
+        self.is_context = None if modes is None or not (modes == MODE_CONTEXT).any() else modes == MODE_CONTEXT
         n_spans = 0 if self.is_speech is None else int(self.is_speech.sum())
         if self.is_speech is not None and n_spans:
             cs = np.concatenate([[0], np.cumsum(self.is_speech, dtype=np.int64)])
@@ -160,6 +162,11 @@ class InterleavedLowLevelDataset:
     @property
     def num_documents(self) -> int:
         return len(self.document_indices) - 1
+
+    @property
+    def whole_documents(self) -> bool:
+        """Whether a document must lie inside one sample (a conversation: no turn split across samples)."""
+        return self.metadata is not None and self.metadata.kind == "conversation"
 
     @property
     def num_spans(self) -> int:
@@ -210,8 +217,8 @@ class InterleavedLowLevelDataset:
         return doc_len, self.doc_span_start.copy(), p, q
 
     def read_expanded(self, doc: int, start: int, stop: int, spec: FrameSpec):
-        """Tokens [start, stop) of ``doc`` after expansion, a per-token "is text" mask and the audio clips
-        (int16 windows) of every span whose placeholders fall inside."""
+        """Tokens [start, stop) of ``doc`` after expansion, a per-token "is a text target" mask (text, not
+        context) and the audio clips (int16 windows) of every span whose placeholders fall inside."""
         s0, s1 = int(self.document_indices[doc]), int(self.document_indices[doc + 1])
         lengths = self.sequence_lengths[s0:s1].astype(np.int64)
         speech = None
@@ -246,6 +253,8 @@ class InterleavedLowLevelDataset:
                 is_text = ~np.isin(seg, markers)
                 if not is_text.all():  # a stray audio marker in text: neutralised, never trained on
                     seg = np.where(is_text, seg, self.pad_id)
+                if self.is_context is not None and self.is_context[s0 + i]:
+                    is_text = np.zeros(len(seg), dtype=bool)
                 tokens.append(seg)
                 text_mask.append(is_text)
         return tokens, text_mask, clips

@@ -24,8 +24,9 @@ META_SUFFIX = ".meta.json"
 # Sequence modes in the text dataset's .idx (megatron-core "multimodal" mode byte per sequence).
 MODE_TEXT = 0
 MODE_SPEECH = 1
+MODE_CONTEXT = 2  # text that is read but never a target (a conversation's system/user turns, template headers)
 
-KINDS = ("interleaved", "asr", "text")
+KINDS = ("interleaved", "asr", "text", "conversation")
 
 
 class TokenizerMismatchError(DataError):
@@ -57,7 +58,7 @@ class TokenizerInfo:
 
 @dataclass
 class DatasetMetadata:
-    kind: str  # "interleaved" (speech spans in text), "asr" (speech -> transcript) or "text"
+    kind: str  # "interleaved" (speech spans in text), "asr" (speech -> transcript), "text" or "conversation"
     tokenizer: TokenizerInfo
     audio_prefix: str | None  # file name (no directory) of the int16 PCM dataset, next to this one
     sample_rate: int = 16_000

@@ -13,6 +13,10 @@ Start-up is a fraction of a second: nothing here imports torch or megatron-core 
 megatron-core's files with numpy). Text documents are tokenized and written in batches. Pool workers die
 with the main process (Linux ``PR_SET_PDEATHSIG``, else a watchdog on the parent pid), so a killed run
 leaves no orphans. Skipped documents are counted by reason and reported on stderr with examples.
+
+With ``PreprocessConfig.conversation`` set, jsonl rows of chat messages go through the same partitions, merge
+and publication, written by ``data.conversation.writer`` (text + audio, no ASR view; sidecar kind
+``conversation``, its loss mask stored as the sequences' modes).
 """
 
 from __future__ import annotations
@@ -30,6 +34,12 @@ from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 
+from megatron_inserter.data.conversation.templates import build_template, template_identity
+from megatron_inserter.data.conversation.writer import (
+    ConversationOptions,
+    ConversationWriter,
+    conversation_prefixes,
+)
 from megatron_inserter.data.frames import SAMPLE_RATE
 from megatron_inserter.data.indexed.binding import dataset_fingerprints
 from megatron_inserter.data.indexed.index_format import optimal_token_dtype
@@ -48,6 +58,7 @@ from megatron_inserter.data.indexed.writer import (
     output_prefixes,
 )
 from megatron_inserter.data.tokenizers import build_tokenizer
+from megatron_inserter.errors import UsageError
 from megatron_inserter.files import publish, write_json_atomic
 
 _BATCH_DOCUMENTS = 256  # documents tokenized and written per call (and between progress reports)
@@ -66,6 +77,7 @@ class PreprocessConfig:
     keep_temp: bool = False
     progress: bool = True
     add_bos: bool = True  # prepend the tokenizer's BOS to every document (when it has one)
+    conversation: ConversationOptions | None = None  # jsonl rows of chat messages (``--format conversation``)
 
 
 @dataclass
@@ -79,6 +91,7 @@ class PartitionTask:
     json_key: str
     with_audio: bool
     add_bos: bool = True
+    conversation: ConversationOptions | None = None
 
 
 _progress_queue = None
@@ -123,6 +136,8 @@ def _documents(task: PartitionTask, r: InputRange, skipped: Counter):
 def run_partition(task: PartitionTask) -> dict:
     """Write one partition; returns its stats (also saved as ``part-NNNNN.done.json``)."""
     tokenizer = build_tokenizer(task.tokenizer_type, task.tokenizer_model)
+    if task.conversation is not None:
+        return _run_conversation_partition(task, tokenizer)
     writer = InterleavedWriter(task.prefix, tokenizer, task.with_audio, add_bos=task.add_bos)
     input_skips = Counter()
     for r in task.ranges:
@@ -138,6 +153,28 @@ def run_partition(task: PartitionTask) -> dict:
     return stats
 
 
+def _run_conversation_partition(task: PartitionTask, tokenizer) -> dict:
+    writer = ConversationWriter(task.prefix, tokenizer, task.conversation, add_bos=task.add_bos)
+    for r in task.ranges:
+        writer.add_range(r, progress=lambda n: _report(n, 0), every=_BATCH_DOCUMENTS)
+        _report(0, 1)
+    writer.finalize()
+    stats = writer.summary()
+    write_json_atomic(task.prefix + ".done.json", stats)
+    return stats
+
+
+def _roles(prefix: str, with_audio: bool, conversation: ConversationOptions | None) -> dict[str, str]:
+    """The dataset prefixes of one output (or partition) by role."""
+    return conversation_prefixes(prefix) if conversation is not None else output_prefixes(prefix, with_audio)
+
+
+def _merge_writer(merged: str, tokenizer, with_audio: bool, cfg: PreprocessConfig):
+    if cfg.conversation is not None:
+        return ConversationWriter(merged, tokenizer, cfg.conversation, add_bos=cfg.add_bos)
+    return InterleavedWriter(merged, tokenizer, with_audio, add_bos=cfg.add_bos)
+
+
 def _report(docs: int, ranges: int) -> None:
     if _progress_queue is not None and (docs or ranges):
         _progress_queue.put((docs, ranges))
@@ -148,6 +185,12 @@ def preprocess(cfg: PreprocessConfig) -> dict:
     kind, files = expand_inputs(cfg.inputs)
     tokenizer = build_tokenizer(cfg.tokenizer_type, cfg.tokenizer_model)  # fail fast on a bad tokenizer
     with_audio = kind == "shards"
+    template = None
+    if cfg.conversation is not None:
+        if kind != "jsonl":
+            raise UsageError("--format conversation reads jsonl files of chat messages, not shards")
+        with_audio = True
+        template = build_template(cfg.conversation.chat_template, tokenizer)  # fail fast on a bad template
     plan = plan_partitions(files, cfg.partitions or max(cfg.workers, 1))
     out_dir = os.path.dirname(os.path.abspath(cfg.output_prefix))
     os.makedirs(out_dir, exist_ok=True)
@@ -157,16 +200,19 @@ def preprocess(cfg: PreprocessConfig) -> dict:
         "plan": [[asdict(r) for r in p] for p in plan], "tokenizer": asdict(TokenizerInfo.of(tokenizer)),
         "json_key": cfg.json_key, "kind": kind, "add_bos": cfg.add_bos, "layout": LAYOUT,
     }
+    if cfg.conversation is not None:
+        fingerprint["conversation"] = {**asdict(cfg.conversation), "template": template_identity(template)}
     _prepare_tmp_dir(tmp_dir, fingerprint)
     tasks = [PartitionTask(i, p, kind, os.path.join(tmp_dir, f"part-{i:05d}"), cfg.tokenizer_type,
-                           cfg.tokenizer_model, cfg.json_key, with_audio, cfg.add_bos) for i, p in enumerate(plan)]
+                           cfg.tokenizer_model, cfg.json_key, with_audio, cfg.add_bos, cfg.conversation)
+             for i, p in enumerate(plan)]
     part_stats = _run_partitions(tasks, cfg)
 
     if len(tasks) == 1:  # nothing to merge: publish the partition itself (no copy of the data)
         merged = tasks[0].prefix
     else:
         merged = os.path.join(tmp_dir, "merged")
-        writer = InterleavedWriter(merged, tokenizer, with_audio, add_bos=cfg.add_bos)
+        writer = _merge_writer(merged, tokenizer, with_audio, cfg)
         for task in tasks:
             writer.add_partition(task.prefix)
         writer.finalize()
@@ -178,7 +224,10 @@ def preprocess(cfg: PreprocessConfig) -> dict:
     }
     stats["tokens_per_second"] = stats.get("tokens", 0) / max(stats["seconds"], 1e-9)
     stats["audio_x_real_time"] = stats.get("speech_samples", 0) / SAMPLE_RATE / max(stats["seconds"], 1e-9)
-    _publish(merged, cfg.output_prefix, tokenizer, with_audio, stats, writer_dtype(tokenizer))
+    if template is not None:
+        stats["chat_template"] = template.name
+    _publish(merged, cfg.output_prefix, tokenizer, with_audio, stats, writer_dtype(tokenizer),
+             conversation=cfg.conversation)
     if not cfg.keep_temp:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     report_skips(stats)
@@ -233,7 +282,7 @@ def _run_partitions(tasks: list[PartitionTask], cfg: PreprocessConfig) -> list[d
     todo = []
     for t in tasks:
         done = t.prefix + ".done.json"
-        files = [f for p in output_prefixes(t.prefix, t.with_audio).values() for f in dataset_files(p)]
+        files = [f for p in _roles(t.prefix, t.with_audio, t.conversation).values() for f in dataset_files(p)]
         if os.path.exists(done) and all(map(os.path.exists, files)):
             with open(done, encoding="utf-8") as f:
                 results[t.index] = json.load(f)
@@ -322,11 +371,12 @@ def _sum_stats(parts: list[dict]) -> dict:
     return out
 
 
-def _publish(merged: str, prefix: str, tokenizer, with_audio: bool, stats: dict, token_dtype: str) -> None:
+def _publish(merged: str, prefix: str, tokenizer, with_audio: bool, stats: dict, token_dtype: str,
+             conversation: ConversationOptions | None = None) -> None:
     """Rename the merged temporary datasets into place: old .idx removed first, new .idx renamed last.
     Each sidecar binds the files it describes (sizes and content fingerprints, under their final names)."""
-    src = output_prefixes(merged, with_audio)
-    dst = output_prefixes(prefix, with_audio)
+    src = _roles(merged, with_audio, conversation)
+    dst = _roles(prefix, with_audio, conversation)
     info = TokenizerInfo.of(tokenizer)
     audio_name = os.path.basename(dst["audio"]) if with_audio else None
 
@@ -338,13 +388,16 @@ def _publish(merged: str, prefix: str, tokenizer, with_audio: bool, stats: dict,
 
     speech = {"num_speech_spans": stats.get("speech_spans", 0),
               "speech_seconds": stats.get("speech_samples", 0) / SAMPLE_RATE}
+    kind = "conversation" if conversation is not None else ("interleaved" if with_audio else "text")
+    extra = {} if conversation is None else {"chat_template": stats.get("chat_template"),
+                                             "assistant_tokens": stats.get("assistant_tokens", 0)}
     metas = {
-        "text": DatasetMetadata("interleaved" if with_audio else "text", info, audio_name,
+        "text": DatasetMetadata(kind, info, audio_name,
                                 num_documents=stats.get("documents", 0), num_tokens=stats.get("tokens", 0),
                                 token_dtype=token_dtype, files=bound(["text", "audio"] if with_audio else ["text"]),
-                                **speech),
+                                extra=extra, **speech),
     }
-    if with_audio:
+    if with_audio and conversation is None:
         metas["asr"] = DatasetMetadata("asr", info, audio_name, num_documents=stats.get("asr_documents", 0),
                                        num_tokens=stats.get("asr_tokens", 0), token_dtype=token_dtype,
                                        files=bound(["asr", "audio"]), **speech)
