@@ -36,7 +36,7 @@ inserter train --model-type inserter --model-preset tiny "${TOK[@]}" \
 # 5. Continue a spoken prompt in text (any 16 kHz-resamplable audio file works as --audio).
 python - "$WORK" <<'PY'
 import sys, soundfile as sf
-from megatron_inserter.demo.prompt import find_spoken_prompt
+from megatron_inserter.demo.continuation import find_spoken_prompt
 from megatron_inserter.data.indexed.audio_store import int16_to_float
 before, spoken, audio, after = find_spoken_prompt(sys.argv[1] + "/shards")
 sf.write(sys.argv[1] + "/prompt.wav", int16_to_float(audio), 16000)

@@ -15,8 +15,8 @@ stages, and an interrupted training resumes from its last checkpoint):
   summary     stage timings, throughput, losses and the after-speech / after-text losses at start and end:
               printed and written to ``summary.json``; the loss curve is ``train/logs/loss_curve.png``.
 
-Modules: ``cli`` (the command), ``stages`` (configuration and stages), ``prompt`` (the spoken prompt and
-its continuation), ``report`` (the summary).
+Modules in reading order: ``cli`` (the command), ``stages`` (configuration and stages), ``continuation``
+(a spoken prompt from the shards and the model's text continuation of it), ``report`` (the summary).
 """
 
 from __future__ import annotations

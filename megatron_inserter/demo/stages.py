@@ -167,6 +167,6 @@ class Demo:
                 "iteration": result.iteration}
 
     def generate(self) -> dict:
-        from megatron_inserter.demo.prompt import spoken_prompt_continuation
+        from megatron_inserter.demo.continuation import spoken_prompt_continuation
 
         return spoken_prompt_continuation(self.path("train"), self.path("shards"), self.cfg.max_new_tokens)
