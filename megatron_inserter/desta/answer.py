@@ -42,6 +42,7 @@ from megatron_inserter.inference.requests import EvalRequest, SamplingParams
 
 PROG = "inserter desta answer"
 MAX_REPORTED = 20
+MAX_SHOWN = 10  # skipped seeds listed on stderr
 
 
 @dataclass
@@ -206,6 +207,7 @@ def conversation(row: dict, prompt: str, answer_text: str, folder: Path) -> dict
 
 
 def report(result: AnswerResult, asked: int, config: AnswerConfig) -> None:
+    """The summary, the first failures and the first seeds left out, on stderr."""
     print(f"{PROG}: {result.conversations} conversations in {config.output} ({result.generated} answered now, "
           f"{result.reused} from earlier runs, {result.failed} failed, {result.empty} empty)", file=sys.stderr)
     if result.failed:
@@ -213,7 +215,13 @@ def report(result: AnswerResult, asked: int, config: AnswerConfig) -> None:
               file=sys.stderr)
         for line in result.errors[:5]:
             print(f"  {line}", file=sys.stderr)
-    result.skips.report(PROG, total_rows=asked + sum(1 for s in result.skips if s.stage == "input"))
+    if len(result.skips):
+        stages = ", ".join(f"{stage} {n}" for stage, n in result.skips.by_stage().items())
+        print(f"{PROG}: {len(result.skips)} seeds left out ({stages}); seed: reason", file=sys.stderr)
+        for skip in list(result.skips)[:MAX_SHOWN]:
+            print(f"  [{skip.stage}] {skip.row}: {skip.reason}", file=sys.stderr)
+        if len(result.skips) > MAX_SHOWN:
+            print(f"  ... and {len(result.skips) - MAX_SHOWN} more", file=sys.stderr)
 
 
 def _progress(total: int):

@@ -135,7 +135,8 @@ def seed_row(record: dict, buckets: Buckets, audio_base: str) -> dict:
     attributes = {k: v for k, v in attributes.items() if v is not None}
     if snr is not None:
         attributes["snr_db"] = snr
-    return {"id": record["id"], "audio": os.path.join(audio_base, record["audio"]), "text": record["text"], "duration": record["duration"],
+    return {"id": record["id"], "audio": os.path.join(audio_base, record["audio"]), "text": record["text"],
+            "duration": record["duration"],
             "seed": seed_transcript(record["text"], record["duration"], attributes), "attributes": attributes,
             "measured": measured, "recorded": record["recorded"], "source": record["source"]}
 

@@ -28,7 +28,7 @@ GEN, CHAT = "generation", "chat endpoint"
 
 @dataclass
 class BuildFlags:
-    shards: list = arg([], "synthesized shards (*.tar) or folders of them (`inserter synth --output-dir`)",  # noqa: RUF009
+    shards: list = arg([], "synthesized shards (*.tar) or their folders (`inserter synth --output-dir`)",  # noqa: RUF009
                        required=True, metavar="PATH")
     output: str = arg(None, "the seeds file (jsonl: a header record, then one seed per speech segment)",
                       required=True, metavar="FILE")

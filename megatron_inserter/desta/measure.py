@@ -185,7 +185,8 @@ def count_syllables(text: str) -> tuple[int, int]:
 
 
 def _is_cjk(c: str) -> bool:
-    return "\u3040" <= c <= "\u30ff" or "\u3400" <= c <= "\u9fff" or "\uac00" <= c <= "\ud7af" or "\uf900" <= c <= "\ufaff"
+    return ("\u3040" <= c <= "\u30ff" or "\u3400" <= c <= "\u9fff" or "\uac00" <= c <= "\ud7af"
+            or "\uf900" <= c <= "\ufaff")
 
 
 def measure(audio: np.ndarray, text: str = "", sample_rate: int = SAMPLE_RATE) -> Measurement:

@@ -17,7 +17,8 @@ def proof_clips() -> list[Clip]:
         clips += [Clip(text, f"espeak:{voice}:p50:r{r}") for r in RATES]
     for j, (noise, snr) in enumerate([("white", 5.0), ("white", 10.0), ("white", 20.0), ("pink", 10.0),
                                       ("pink", 20.0)]):
-        clips.append(Clip(PAUSED_TEXTS[j % len(PAUSED_TEXTS)], f"espeak:{VOICES[j % len(VOICES)]}:p50:r175", noise, snr))
+        voice = VOICES[j % len(VOICES)]
+        clips.append(Clip(PAUSED_TEXTS[j % len(PAUSED_TEXTS)], f"espeak:{voice}:p50:r175", noise, snr))
     return clips
 
 

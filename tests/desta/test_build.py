@@ -127,7 +127,8 @@ def test_a_rerun_measures_nothing_and_writes_the_same_file_and_a_lost_clip_is_re
 
 def test_bad_documents_and_a_truncated_shard_are_counted_skips(tmp_path, capsys):
     shard = tmp_path / "shards" / "good-00000-000000.tar"
-    write_shard(shard, [Clip(PAUSED_TEXTS[0], "espeak:en-us+m3:p50:r175"), Clip(PAUSED_TEXTS[1], "espeak:en+f4:p50:r175"),
+    write_shard(shard, [Clip(PAUSED_TEXTS[0], "espeak:en-us+m3:p50:r175"),
+                        Clip(PAUSED_TEXTS[1], "espeak:en+f4:p50:r175"),
                         Clip(PAUSED_TEXTS[2], "espeak:en-us+m1:p50:r175")], per_document=1)
     with tarfile.open(shard) as tar:
         members = [(m, tar.extractfile(m).read()) for m in tar if m.isfile()]
