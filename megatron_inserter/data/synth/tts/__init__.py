@@ -1,5 +1,14 @@
 """TTS backends behind one interface (``TTSBackend``): ``espeak`` (default), ``nemo`` and ``openai`` (servers of
-the OpenAI speech API)."""
+the OpenAI speech API).
+
+  base.py     the interface: batches of ``TTSRequest`` (text, language, speaker) in, 16 kHz mono audio out
+  espeak.py   libespeak-ng in-process through ctypes, the ``espeak-ng`` program as fallback
+  nemo.py     FastPitch + HiFi-GAN restored from local ``.nemo`` files
+  openai.py   servers of the OpenAI speech API (``POST {base}/audio/speech``)
+
+``build_backend(cfg)`` builds the backend a ``SynthConfig`` names; ``check_backend_inputs(cfg)`` checks what
+it needs (model files, espeak-ng, voice pool, API key) before any work starts.
+"""
 
 from __future__ import annotations
 
