@@ -1,5 +1,5 @@
-"""TTS backends behind one interface (``TTSBackend``): ``espeak`` (default), ``nemo`` and ``openai`` (servers of
-the OpenAI speech API).
+"""TTS backends behind one interface (``TTSBackend``): ``espeak`` (default), ``nemo`` and ``openai``
+(servers of the OpenAI speech API).
 
   base.py     the interface: batches of ``TTSRequest`` (text, language, speaker) in, 16 kHz mono audio out
   espeak.py   libespeak-ng in-process through ctypes, the ``espeak-ng`` program as fallback
