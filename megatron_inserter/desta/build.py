@@ -3,7 +3,8 @@
 Two passes, so that the buckets can come from the whole distribution and a killed run loses nothing:
 
 1. Every speech segment of every shard is decoded, written as a 16 kHz wav under the audio folder
-   (``<output stem>_audio/<2 hex>/<id>.wav``, atomically) and measured (``desta.measure``); its record goes
+   (``<output stem>_audio/<2 hex>/<id>.wav``, atomically) and measured (``desta.measure``; with
+   ``--workers N``, N processes that die with this one measure batches of clips, in order); its record goes
    to ``<audio folder>/measurements.jsonl`` (appended and fsynced one by one). A segment whose record and
    wav exist is skipped, so a rerun resumes where the last one stopped.
 2. The tercile buckets are fitted on all records of this run's segments, and the seeds file (header, then
@@ -48,6 +49,7 @@ class BuildConfig:
     output: Path
     audio_dir: Path | None = None  # default: <output stem>_audio next to the output
     limit: int = 0  # stop after this many segments (0: all)
+    workers: int = 1  # processes measuring clips
     progress: bool = True
 
 
@@ -101,14 +103,14 @@ def _segments(path: str, report: SkipReport):
             yield f"{doc.key}-{n}", seg, doc, audio[seg.audio], n
 
 
-def _record(seed_id: str, seg, doc, pcm: np.ndarray, rel_audio: str, shard: str, n: int) -> dict:
+def _record(seed_id: str, seg, doc, pcm: np.ndarray, measured: dict, rel_audio: str, shard: str, n: int) -> dict:
     voice = voice_of(seg, doc.lang)
     c = seg.controls
     return {
         "id": seed_id, "version": MEASURE_VERSION, "audio": rel_audio,  # inside the audio folder
         "text": seg.text,
         "duration": round(len(pcm) / SAMPLE_RATE, 4),
-        "measured": measure(int16_to_float(pcm), seg.text).as_dict(),
+        "measured": measured,
         "voice": {"gender": voice.gender, "accent": voice.accent, "language": voice.language, "voice": voice.voice},
         "recorded": {"speaker": seg.speaker, "tts": seg.tts, "tts_model": seg.tts_model,
                      "controls": {"speed": c.speed, "pitch": c.pitch, "volume": c.volume, "noise": c.noise,
@@ -141,6 +143,22 @@ def seed_row(record: dict, buckets: Buckets, audio_base: str) -> dict:
             "measured": measured, "recorded": record["recorded"], "source": record["source"]}
 
 
+def _measure(job: tuple[np.ndarray, str]) -> dict:
+    pcm, text = job
+    return measure(int16_to_float(pcm), text).as_dict()
+
+
+def _start_workers(n: int):
+    """A pool of ``n`` spawned processes that die with this one (None for ``n <= 1``)."""
+    if n <= 1:
+        return None
+    import multiprocessing as mp
+
+    from megatron_inserter.training.lifetime import die_with_parent
+
+    return mp.get_context("spawn").Pool(n, initializer=die_with_parent, initargs=(os.getpid(),))
+
+
 def build(config: BuildConfig) -> BuildResult:
     files = shard_files(config.shards)
     output = Path(config.output)
@@ -149,47 +167,65 @@ def build(config: BuildConfig) -> BuildResult:
     result = BuildResult(skipped=report.counts)
     order: list[str] = []
     seen: set[str] = set()
+    pending: list[tuple] = []  # segments decoded and waiting to be measured
+    batch = max(1, config.workers) * 16
     bar = _progress(config.progress)
-    with RecordLog(audio_dir / "measurements.jsonl", key="id") as log:
-        for path in files:
-            if config.limit and len(order) >= config.limit:
-                break
-            for seed_id, seg, doc, data, n in _segments(path, report):
+    pool = _start_workers(config.workers)
+
+    def measure_pending(log: RecordLog) -> None:
+        jobs = [(pcm, seg.text) for _, seg, _, pcm, _, _, _ in pending]
+        measured = pool.map(_measure, jobs) if pool is not None else [_measure(job) for job in jobs]
+        for (seed_id, seg, doc, pcm, rel, path, n), values in zip(pending, measured):
+            write_bytes_atomic(audio_dir / rel, encode_wav(pcm))
+            log.append(_record(seed_id, seg, doc, pcm, values, rel, path, n))
+        result.measured += len(pending)
+        if bar is not None:
+            bar.update(len(pending))
+        pending.clear()
+
+    try:
+        with RecordLog(audio_dir / "measurements.jsonl", key="id") as log:
+            for path in files:
                 if config.limit and len(order) >= config.limit:
                     break
-                where = f"{path}: document {doc.id!r} segment {n}"
-                if seed_id in seen:
-                    report.add("duplicate_id", where, f"seed id {seed_id} already came from another document "
-                                                      "with the same id; this segment is left out")
-                    continue
-                rel = f"{seed_id[:2]}/{seed_id}.wav"
-                done = log.get(seed_id)
-                if _reusable(done) and (audio_dir / rel).is_file():
+                for seed_id, seg, doc, data, n in _segments(path, report):
+                    if config.limit and len(order) >= config.limit:
+                        break
+                    where = f"{path}: document {doc.id!r} segment {n}"
+                    if seed_id in seen:
+                        report.add("duplicate_id", where, f"seed id {seed_id} already came from another document "
+                                                          "with the same id; this segment is left out")
+                        continue
+                    rel = f"{seed_id[:2]}/{seed_id}.wav"
+                    if _reusable(log.get(seed_id)) and (audio_dir / rel).is_file():
+                        seen.add(seed_id)
+                        order.append(seed_id)
+                        result.resumed += 1
+                        continue
+                    if not seg.text.strip():
+                        report.add("no_text", where, "the speech segment has no transcript")
+                        continue
+                    try:
+                        pcm = decode_audio(data)
+                    except AudioDecodeError as err:
+                        report.add(err.reason, where, str(err))
+                        continue
+                    if len(pcm) < MIN_SECONDS * SAMPLE_RATE:
+                        report.add("too_short", where, f"{len(pcm)} samples, under {MIN_SECONDS} s")
+                        continue
                     seen.add(seed_id)
                     order.append(seed_id)
-                    result.resumed += 1
-                    continue
-                if not seg.text.strip():
-                    report.add("no_text", where, "the speech segment has no transcript")
-                    continue
-                try:
-                    pcm = decode_audio(data)
-                except AudioDecodeError as err:
-                    report.add(err.reason, where, str(err))
-                    continue
-                if len(pcm) < MIN_SECONDS * SAMPLE_RATE:
-                    report.add("too_short", where, f"{len(pcm)} samples, under {MIN_SECONDS} s")
-                    continue
-                write_bytes_atomic(audio_dir / rel, encode_wav(pcm))
-                log.append(_record(seed_id, seg, doc, pcm, rel, path, n))
-                seen.add(seed_id)
-                order.append(seed_id)
-                result.measured += 1
-                if bar is not None:
-                    bar.update(1)
-        records = [log.get(i) for i in order]
-    if bar is not None:
-        bar.close()
+                    pending.append((seed_id, seg, doc, pcm, rel, path, n))
+                    if len(pending) >= batch:
+                        measure_pending(log)
+            measure_pending(log)
+            records = [log.get(i) for i in order]
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        if bar is not None:
+            bar.close()
     buckets = Buckets.fit(records)
     audio_base = os.path.relpath(audio_dir, output.parent)
     rows = [seed_row(r, buckets, audio_base) for r in records]

@@ -35,6 +35,7 @@ class BuildFlags:
     audio_dir: str | None = arg(None, "where the wav clips go (default: <output stem>_audio next to the output)",
                                 metavar="DIR")
     limit: int = arg(0, "stop after this many speech segments (0: all)")
+    workers: int = arg(1, "processes measuring the clips")
     progress: bool = arg(True, "progress bar on stderr")
 
 
@@ -74,14 +75,14 @@ class AnswerFlags:
 def run_build(flags: BuildFlags) -> int:
     from megatron_inserter.desta.build import BuildConfig, build
 
-    if flags.limit < 0:
-        raise UsageError(f"--limit must be >= 0, got {flags.limit}")
+    if flags.limit < 0 or flags.workers < 1:
+        raise UsageError(f"--limit must be >= 0 and --workers >= 1, got {flags.limit} and {flags.workers}")
     result = build(BuildConfig(shards=list(flags.shards), output=Path(flags.output),
                                audio_dir=Path(flags.audio_dir) if flags.audio_dir else None, limit=flags.limit,
-                               progress=flags.progress))
-    skipped = sum(result.skipped.values())
+                               workers=flags.workers, progress=flags.progress))
+    reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(result.skipped.items()))
     print(f"{PROG} build: {result.seeds} seeds in {flags.output} ({result.measured} measured now, {result.resumed} "
-          f"from earlier runs, {skipped} segments skipped{': ' + dict(result.skipped).__repr__() if skipped else ''})",
+          f"from earlier runs, {sum(result.skipped.values())} segments skipped{': ' + reasons if reasons else ''})",
           file=sys.stderr)
     return 0 if result.seeds else 1
 

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from megatron_inserter.errors import DataError
+from megatron_inserter.eval.records import read_jsonl
 
 KIND = "desta-seeds"
 FORMAT_VERSION = 1
@@ -162,10 +164,6 @@ REQUIRED = {"id": str, "audio": str, "text": str, "seed": str, "attributes": dic
 
 def read_seeds(path) -> SeedsFile:
     """The header and rows of a seeds file; a malformed row is returned in ``bad`` (file:line, reason)."""
-    from pathlib import Path
-
-    from megatron_inserter.eval.records import read_jsonl
-
     path = Path(path)
     if not path.is_file():
         raise DataError(f"seeds file {path} does not exist (make it with `inserter desta build`)")

@@ -125,6 +125,17 @@ def test_a_rerun_measures_nothing_and_writes_the_same_file_and_a_lost_clip_is_re
     assert [r["seed"] for r in read_seeds(out).rows] == [r["seed"] for r in reference]
 
 
+def test_worker_processes_give_the_same_seeds_as_one_process(built_seeds, proof_shards, tmp_path):
+    out = tmp_path / "seeds.jsonl"
+    assert main(["build", "--shards", str(proof_shards[0]), "--output", str(out), "--workers", "2",
+                 "--no-progress"]) == 0
+
+    def without_paths(path):
+        return [{k: v for k, v in json.loads(line).items() if k != "audio"} for line in path.read_text().splitlines()]
+
+    assert without_paths(out) == without_paths(built_seeds[0])
+
+
 def test_bad_documents_and_a_truncated_shard_are_counted_skips(tmp_path, capsys):
     shard = tmp_path / "shards" / "good-00000-000000.tar"
     write_shard(shard, [Clip(PAUSED_TEXTS[0], "espeak:en-us+m3:p50:r175"),
