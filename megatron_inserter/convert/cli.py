@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from megatron_inserter.errors import UsageError
 from megatron_inserter.flags import arg, run_subcommands
-from megatron_inserter.models.config import INPUT_MODES
+from megatron_inserter.models.config import ADAPTER_KINDS, INPUT_MODES
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local directories only: never reach a model hub
 
@@ -41,6 +41,9 @@ class HfToMcoreFlags:
     audio_placeholder_id: int | None = arg(None, "<|AUDIO|> token id (--llm/--encoder; default: from the LLM's "
                                                  "tokenizer.json)")
     encoder_input_mode: str = arg("masked", "encoder input handling of the composed model", choices=INPUT_MODES)
+    adapter: str = arg("pool-linear", "fresh adapter of the composed model (--llm/--encoder): pool-linear "
+                                      "(Qwen2-Audio's), stack-mlp, or qformer (DeSTA2's: 64 queries per tapped "
+                                      "encoder layer, 64 frames per 30 s window)", choices=ADAPTER_KINDS)
 
 
 @dataclass
@@ -79,7 +82,7 @@ def hf_to_mcore(flags: HfToMcoreFlags) -> int:
     elif flags.llm and flags.encoder:
         out = convert.compose(flags.llm, flags.encoder, flags.output, tp, flags.dtype, seed=flags.seed,
                               audio_placeholder_id=flags.audio_placeholder_id,
-                              encoder_input_mode=flags.encoder_input_mode)
+                              encoder_input_mode=flags.encoder_input_mode, adapter=flags.adapter)
     else:
         raise UsageError("hf-to-mcore needs --hf-dir, or both --llm and --encoder")
     print(f"wrote {out}")

@@ -15,7 +15,12 @@ from megatron_inserter.convert.builders import inserter_builder, llm_builder
 from megatron_inserter.convert.errors import ConversionError
 from megatron_inserter.convert.hf_io import HFCheckpoint, read_json
 from megatron_inserter.models import config_file
-from megatron_inserter.models.config import InserterModelConfig, LLMConfig
+from megatron_inserter.models.config import (
+    AdapterConfig,
+    InserterModelConfig,
+    LLMConfig,
+    default_encoder_layers,
+)
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 DEFAULT_AUDIO_TOKEN = 151646  # Qwen2-Audio's <|AUDIO|>
@@ -131,9 +136,36 @@ def _placeholder_id(llm_dir: str, rows: int, given: int | None) -> int:
     return token
 
 
+def composed_adapter(kind: str, encoder_layers: int) -> AdapterConfig:
+    """The fresh adapter of ``--adapter KIND``: Qwen2-Audio's pooling + linear, a frame-stacking MLP, or DeSTA2's
+    Q-Former (64 queries per tapped layer, two blocks, taps ``default_encoder_layers``)."""
+    if kind == "pool-linear":
+        return hf_audio.adapter_config_for_qwen2_audio()
+    if kind == "qformer":
+        return AdapterConfig(kind="qformer", encoder_layers=default_encoder_layers(encoder_layers))
+    return AdapterConfig(kind=kind)
+
+
+def fresh_qformer(cfg: InserterModelConfig, seed: int) -> dict[str, torch.Tensor]:
+    """A newly initialised Q-Former adapter as the model initialises one (queries N(0, 1), linears N(0, 0.02),
+    zero biases, unit LayerNorms, uniform layer weights), reproducible from ``seed``; TP=1 names."""
+    from megatron_inserter.convert.mcore_io import single_process_parallel
+    from megatron_inserter.models.builder import encoder_transformer_config, llm_transformer_config
+    from megatron_inserter.models.qformer import QFormerAdapter
+
+    with single_process_parallel(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        config = encoder_transformer_config(cfg, llm_transformer_config(cfg, use_cpu_initialization=True))
+        adapter = QFormerAdapter(cfg.adapter, config, cfg.encoder.hidden_size, cfg.llm.hidden_size,
+                                 cfg.adapter.tapped_layers(cfg.encoder.num_layers))
+    return {f"adapter.{k}": v.detach() for k, v in adapter.state_dict().items() if not k.endswith("_extra_state")}
+
+
 def compose(llm_dir: str, encoder_dir: str, output: str, tp: int = 1, dtype: str = "auto", seed: int = 1234,
-            audio_placeholder_id: int | None = None, encoder_input_mode: str = "masked") -> str:
-    """An LLM directory + a Whisper directory -> one InSerter checkpoint with a freshly initialised adapter."""
+            audio_placeholder_id: int | None = None, encoder_input_mode: str = "masked",
+            adapter: str = "pool-linear") -> str:
+    """An LLM directory + a Whisper directory -> one InSerter checkpoint with a freshly initialised adapter
+    (``adapter``: its kind, see ``composed_adapter``)."""
     llm_ckpt, enc_ckpt = HFCheckpoint(llm_dir), HFCheckpoint(encoder_dir)
     llm_where, enc_where = f"{llm_dir}/config.json", f"{encoder_dir}/config.json"
     if detect(llm_ckpt.config, llm_where) != "llm":
@@ -147,7 +179,7 @@ def compose(llm_dir: str, encoder_dir: str, output: str, tp: int = 1, dtype: str
     token = _placeholder_id(llm_dir, llm.vocab_size, audio_placeholder_id)
     cfg = InserterModelConfig(name=f"{os.path.basename(os.path.normpath(llm_dir))}+"
                                    f"{os.path.basename(os.path.normpath(encoder_dir))}",
-                              encoder=encoder, adapter=hf_audio.adapter_config_for_qwen2_audio(), llm=llm,
+                              encoder=encoder, adapter=composed_adapter(adapter, encoder.num_layers), llm=llm,
                               audio_placeholder_id=token)
     padded = _inserter_padding(cfg, tp)
     names = hf_llm.TextModelNames()
@@ -158,7 +190,10 @@ def compose(llm_dir: str, encoder_dir: str, output: str, tp: int = 1, dtype: str
         if not key.startswith(tower):
             enc_ckpt.mark_ignored(key)
     sources = dict(hf_audio.encoder_to_mcore(enc_ckpt, encoder, tower))
-    sources.update(hf_audio.fresh_adapter(cfg.adapter, encoder.hidden_size, llm.hidden_size, seed))
+    if cfg.adapter.kind == "qformer":
+        sources.update(fresh_qformer(cfg, seed))
+    else:
+        sources.update(hf_audio.fresh_adapter(cfg.adapter, encoder.hidden_size, llm.hidden_size, seed))
     sources.update(hf_llm.llm_to_mcore(llm_ckpt, llm, names, padded, prefix="language_model."))
     reject_unused(llm_ckpt)
     reject_unused(enc_ckpt)

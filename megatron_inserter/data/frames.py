@@ -8,8 +8,11 @@ Pipeline for one clip of ``n`` samples at 16 kHz:
   conv1    : k=3, stride 1, pad 1         (length kept)
   conv2    : k=3, stride s, pad 1         -> (m - 1) // s + 1
   adapter  : pooling / frame stacking k  -> e // k  (remainder frames dropped, as AvgPool1d does)
+             or a Q-Former with q queries -> q, whatever the window's length (``queries_per_window``)
 Clips longer than the encoder window are split into windows (see ``split_windows``); each window is
-encoded separately, so a long span's frame count is the sum over its windows.
+encoded separately, so a long span's frame count is the sum over its windows: for a Q-Former
+q * ceil(n / window), except that a last window shorter than one hop (10 ms) has no encoder position and
+is dropped, as every window without an output frame is.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ class FrameSpec:
     conv_stride: int = 2  # Whisper's second convolution
     adapter_downsample: int = 2  # Qwen2-Audio average pooling (or frames stacked by the MLP adapter)
     max_window_seconds: float = 30.0  # Whisper's window
+    # Q-Former adapter: frames per window (its query count), replacing the downsampled encoder positions.
+    queries_per_window: int | None = None
 
     @property
     def max_window_samples(self) -> int:
@@ -50,6 +55,8 @@ def _window_frames(num_samples: int, spec: FrameSpec) -> int:
     if mel == 0:
         return 0
     enc = (mel - 1) // spec.conv_stride + 1
+    if spec.queries_per_window is not None:
+        return spec.queries_per_window
     return enc // spec.adapter_downsample
 
 

@@ -6,6 +6,8 @@ Kinds (``AdapterConfig.kind``):
                does, then one linear layer with bias.
   stack-mlp    ``downsample`` consecutive frames concatenated along features (after the final LayerNorm),
                then Linear -> GELU -> Linear, with biases.
+  qformer      DeSTA2 / SALMONN: learned queries cross-attend to several encoder layers, a fixed number of
+               frames per window (``qformer.py``; ``build_adapter`` picks the class).
 
 Parameter names (``<-`` is the Hugging Face Qwen2-Audio name):
   pool-linear: adapter.linear.weight [H, d] / adapter.linear.bias [H]  <- multi_modal_projector.linear
@@ -24,8 +26,10 @@ from megatron.core import tensor_parallel
 from megatron.core.transformer.module import MegatronModule
 
 from megatron_inserter.models.config import AdapterConfig
+from megatron_inserter.models.qformer import QFormerAdapter
 
-__all__ = ["AdapterConfig", "SpeechAdapter"]
+__all__ = ["AdapterConfig", "SpeechAdapter", "build_adapter"]
+
 
 class SpeechAdapter(MegatronModule):
     def __init__(self, cfg: AdapterConfig, config, encoder_width: int, llm_width: int):
@@ -66,3 +70,10 @@ class SpeechAdapter(MegatronModule):
             out, _ = self.linear_fc1(x)
             out, _ = self.linear_fc2(F.gelu(out))
         return out.squeeze(1)
+
+
+def build_adapter(cfg: AdapterConfig, config, encoder_width: int, llm_width: int, encoder_num_layers: int):
+    """The adapter module of ``cfg.kind`` (``config``: the encoder's TransformerConfig)."""
+    if cfg.kind == "qformer":
+        return QFormerAdapter(cfg, config, encoder_width, llm_width, cfg.tapped_layers(encoder_num_layers))
+    return SpeechAdapter(cfg, config, encoder_width, llm_width)

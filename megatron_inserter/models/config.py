@@ -56,7 +56,7 @@ def pad_vocab_size(vocab_size: int, divisible_by: int, tensor_model_parallel_siz
 
 
 INPUT_MODES = ("packed", "masked", "window")
-ADAPTER_KINDS = ("pool-linear", "stack-mlp")
+ADAPTER_KINDS = ("pool-linear", "stack-mlp", "qformer")
 
 
 @dataclass
@@ -95,19 +95,53 @@ class EncoderConfig:
         return (mel - 1) // self.conv_stride + 1
 
 
+def default_encoder_layers(num_encoder_layers: int) -> list[int]:
+    """DeSTA2's Q-Former taps: the outputs after each quarter of the encoder but the last layer (whisper-small's
+    12 layers: 2, 5, 8, 11; whisper-medium: 5, 11, 17, 23; large-v3: 7, 15, 23, 31)."""
+    return sorted({max(0, num_encoder_layers * k // 4 - 1) for k in range(1, 5)})
+
+
 @dataclass
 class AdapterConfig:
-    """``pool-linear`` (Qwen2-Audio) or ``stack-mlp``; ``downsample`` is FrameSpec.adapter_downsample."""
+    """``pool-linear`` (Qwen2-Audio), ``stack-mlp``, or ``qformer`` (DeSTA2 / SALMONN, see ``qformer.py``).
+
+    ``downsample`` is FrameSpec.adapter_downsample (pool-linear, stack-mlp); ``queries`` is
+    FrameSpec.queries_per_window (qformer: its output frames per encoder window, whatever the clip's length).
+    """
 
     kind: str = "pool-linear"
     downsample: int = 2
-    ffn_hidden_size: int | None = None  # stack-mlp only; default: the LLM width
+    ffn_hidden_size: int | None = None  # stack-mlp: default the LLM width; qformer: default 4 x encoder width
+    # qformer only. encoder_layers: the hidden states after that many encoder layers, as indices of Hugging
+    # Face's ``hidden_states`` (0: the transformer's input, the encoder's num_layers: the final LayerNorm's
+    # output); empty: ``default_encoder_layers``.
+    queries: int = 64
+    encoder_layers: list[int] = field(default_factory=list)
+    qformer_layers: int = 2
+    qformer_heads: int | None = None  # default: the encoder's
 
     def __post_init__(self):
         if self.kind not in ADAPTER_KINDS:
             raise ValueError(f"adapter kind must be one of {ADAPTER_KINDS}, got {self.kind!r}")
         if self.downsample < 1:
             raise ValueError(f"adapter downsample must be >= 1, got {self.downsample}")
+        self.encoder_layers = list(self.encoder_layers)
+        if self.kind == "qformer":
+            for name in ("queries", "qformer_layers"):
+                if getattr(self, name) < 1:
+                    raise ValueError(f"adapter {name} must be >= 1, got {getattr(self, name)}")
+            if any(not isinstance(i, int) or i < 0 for i in self.encoder_layers) or \
+                    len(set(self.encoder_layers)) != len(self.encoder_layers):
+                raise ValueError(f"adapter encoder_layers must be distinct layer counts >= 0, got "
+                                 f"{self.encoder_layers}")
+
+    def tapped_layers(self, num_encoder_layers: int) -> list[int]:
+        """The encoder layers a Q-Former reads (``encoder_layers`` or the default), checked against the depth."""
+        layers = self.encoder_layers or default_encoder_layers(num_encoder_layers)
+        if max(layers) > num_encoder_layers:
+            raise ValueError(f"adapter encoder_layers {layers} reach past the encoder's {num_encoder_layers} "
+                             "layers")
+        return layers
 
     @property
     def pools_before_encoder_norm(self) -> bool:
@@ -134,6 +168,7 @@ class InserterModelConfig:
             conv_stride=self.encoder.conv_stride,
             adapter_downsample=self.adapter.downsample,
             max_window_seconds=self.encoder.window_seconds,
+            queries_per_window=self.adapter.queries if self.adapter.kind == "qformer" else None,
         )
 
     def replace(self, *, vocab_size: int | None = None, audio_placeholder_id: int | None = None,

@@ -53,12 +53,16 @@ encoder outputs themselves agree, so a clip of whole hops converts with identica
 Where the pooling sits: Qwen2-Audio average-pools (kernel 2, stride 2) *before* the final LayerNorm
 (``avg_pooler`` then ``layer_norm``). ``forward(before_final_norm=...)`` takes the adapter's downsampling for
 that; see ``adapter.py``. Output lengths (frames per clip) follow ``frames.py``.
+
+Intermediate layers: ``forward_layers(audio, lengths, layers)`` returns the hidden states after each of
+``layers`` encoder layers, numbered as Hugging Face's ``output_hidden_states`` (0: the transformer's input,
+``num_layers``: the final LayerNorm's output), in every input mode; the Q-Former adapter reads them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -150,8 +154,28 @@ class SpeechEncoder(MegatronModule):
         x = F.gelu(self.conv2(x))[0]  # [d, axis / stride]
         return x[:, layout.position_index()].t(), positions
 
-    def _packed_transformer(self, h: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Bidirectional attention within each clip over the packed positions ``h`` [sum t_i, d]."""
+    def _transformer(self, hidden_states: torch.Tensor, taps: Sequence[int], **kwargs) -> list[torch.Tensor]:
+        """The block on ``hidden_states`` [s, b, d]: the hidden states after each layer count in ``taps`` (0: the
+        block's input), then the block's output, all [s, b, d] as the block lays them out."""
+        kept = {0: hidden_states}
+
+        def keep(count: int):
+            def hook(_module, _args, output):
+                kept[count] = output[0] if isinstance(output, tuple) else output
+            return hook
+
+        handles = [self.transformer.layers[c - 1].register_forward_hook(keep(c)) for c in set(taps) if c > 0]
+        try:
+            out = self.transformer(hidden_states=hidden_states, **kwargs)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return [kept[c] for c in taps] + [out]
+
+    def _packed_transformer(self, h: torch.Tensor, positions: torch.Tensor,
+                            taps: Sequence[int] = ()) -> list[torch.Tensor]:
+        """Bidirectional attention within each clip over the packed positions ``h`` [sum t_i, d]; returns the
+        states after the ``taps`` layer counts and the output, each [sum t_i, d]."""
         if self.packed_thd:
             from megatron.core.packed_seq_params import PackedSeqParams
 
@@ -159,9 +183,9 @@ class SpeechEncoder(MegatronModule):
             longest = int(positions.max())
             params = PackedSeqParams(qkv_format="thd", cu_seqlens_q=cu, cu_seqlens_kv=cu, max_seqlen_q=longest,
                                      max_seqlen_kv=longest)
-            out = self.transformer(hidden_states=h[:, None, :].contiguous(), attention_mask=None,
-                                   packed_seq_params=params)
-            return out[:, 0]
+            outs = self._transformer(h[:, None, :].contiguous(), taps, attention_mask=None,
+                                     packed_seq_params=params)
+            return [out[:, 0] for out in outs]
         counts = positions.tolist()
         # Windows as long as the longest clip: the least attention over padding and other clips' keys.
         plan = WindowPlan.first_fit(counts, max(counts))
@@ -169,33 +193,64 @@ class SpeechEncoder(MegatronModule):
         windows = h.new_zeros(plan.num_windows * plan.window_length, h.shape[-1])
         windows[slots] = h
         windows = windows.view(plan.num_windows, plan.window_length, -1).transpose(0, 1).contiguous()
-        out = self.transformer(hidden_states=windows, attention_mask=plan.attention_mask(counts, h.device))
-        return out.transpose(0, 1).reshape(-1, h.shape[-1])[slots]
+        outs = self._transformer(windows, taps, attention_mask=plan.attention_mask(counts, h.device))
+        return [out.transpose(0, 1).reshape(-1, h.shape[-1])[slots] for out in outs]
 
-    def _forward_packed(self, audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Packed mode -> ([n, max t_i, d] zero beyond each clip's t_i positions, t_i)."""
+    def _forward_packed(self, audio: torch.Tensor, lengths: torch.Tensor,
+                        taps: Sequence[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Packed mode -> ([n, max t_i, d] zero beyond each clip's t_i positions, per tap and the output; t_i)."""
         self._check_window(lengths)  # so no clip has more than max_source_positions positions
         n, d = audio.shape[0], self.cfg.hidden_size
         mel, mel_frames, kept = self.log_mel.packed_mode(audio, lengths)
         if not int(mel_frames.sum()):
-            return self.conv1.weight.new_zeros(n, 1, d), torch.zeros_like(mel_frames)
+            return [self.conv1.weight.new_zeros(n, 1, d) for _ in range(len(taps) + 1)], torch.zeros_like(mel_frames)
         x, positions = self.packed_front_end(mel, mel_frames, kept)
         within = position_ids(positions)
-        h = self._packed_transformer(x + self.position_embeddings.to(x.dtype)[within], positions)
+        states = self._packed_transformer(x + self.position_embeddings.to(x.dtype)[within], positions, taps)
         t = int(positions.max())
-        out = h.new_zeros(n * t, d)
-        out[torch.repeat_interleave(torch.arange(n, device=h.device) * t, positions) + within] = h
-        return out.view(n, t, d), positions
+        index = torch.repeat_interleave(torch.arange(n, device=x.device) * t, positions) + within
+        outs = []
+        for h in states:
+            out = h.new_zeros(n * t, d)
+            out[index] = h
+            outs.append(out.view(n, t, d))
+        return outs, positions
 
     def forward(self, audio: torch.Tensor, audio_lengths: torch.Tensor,
                 before_final_norm: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clips -> (final frames [n, t, d], frames per clip); ``before_final_norm(h, frames)`` runs before the
+        final LayerNorm (Qwen2-Audio's pooling)."""
+        [h], frames = self._encode(audio, audio_lengths, ())
+        if before_final_norm is not None:
+            h, frames = before_final_norm(h, frames)
+        return self.final_layernorm(h), frames
+
+    def forward_layers(self, audio: torch.Tensor, audio_lengths: torch.Tensor,
+                       layers: Sequence[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Clips -> ([n, t, d] hidden states after each of ``layers`` encoder layers, frames per clip).
+
+        Numbered as Hugging Face's ``hidden_states``: 0 is the transformer's input (convolutions plus
+        positions), ``num_layers`` the final LayerNorm's output. Positions past a clip's frames hold padding.
+        """
+        depth = self.cfg.num_layers
+        bad = [c for c in layers if not 0 <= c <= depth]
+        if bad:
+            raise ValueError(f"encoder layers {bad} are outside 0..{depth} (the encoder has {depth} layers)")
+        inner = [c for c in dict.fromkeys(layers) if c < depth]
+        states, frames = self._encode(audio, audio_lengths, inner)
+        by_count = dict(zip(inner, states))
+        if depth in layers:
+            by_count[depth] = self.final_layernorm(states[-1])
+        return [by_count[c] for c in layers], frames
+
+    def _encode(self, audio: torch.Tensor, audio_lengths: torch.Tensor,
+                taps: Sequence[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """[n, t, d] states after each of ``taps`` layers (each < num_layers), then the last layer's output (before
+        the final LayerNorm); frames per clip."""
         cfg = self.cfg
         lengths = audio_lengths.to(device=audio.device, dtype=torch.long)
         if cfg.input_mode == "packed":
-            h, frames = self._forward_packed(audio, lengths)
-            if before_final_norm is not None:
-                h, frames = before_final_norm(h, frames)
-            return self.final_layernorm(h), frames
+            return self._forward_packed(audio, lengths, taps)
         mel_frames = torch.div(lengths, cfg.hop_length, rounding_mode="floor")
         if cfg.input_mode == "window":
             self._check_window(lengths)
@@ -216,8 +271,5 @@ class SpeechEncoder(MegatronModule):
             raise ValueError(f"{t} encoder positions exceed max_source_positions {cfg.max_source_positions}")
         h = x.permute(2, 0, 1) + self.position_embeddings[:t, None, :].to(x.dtype)  # [t, n, d]
         pad = torch.arange(t, device=h.device)[None, :] >= attend[:, None]
-        h = self.transformer(hidden_states=h.contiguous(), attention_mask=pad[:, None, None, :])
-        h = h.transpose(0, 1)  # [n, t, d]
-        if before_final_norm is not None:
-            h, frames = before_final_norm(h, frames)
-        return self.final_layernorm(h), frames
+        states = self._transformer(h.contiguous(), taps, attention_mask=pad[:, None, None, :])
+        return [state.transpose(0, 1) for state in states], frames  # [n, t, d]

@@ -18,7 +18,7 @@ data-parallel ranks that did see speech do not wait forever for those gradients.
 ``documents=`` (a ``documents.DocumentLayout``) keeps the packed documents of each sample apart: no attention
 across them and positions restarting at each (Megatron's ``--reset-attention-mask``/``--reset-position-ids``).
 
-Parameter names: ``encoder.*`` (see encoder.py), ``adapter.*`` (adapter.py), ``language_model.*``
+Parameter names: ``encoder.*`` (see encoder.py), ``adapter.*`` (adapter.py, qformer.py), ``language_model.*``
 (megatron-core GPTModel: ``language_model.embedding.word_embeddings.weight``,
 ``language_model.decoder.layers.{i}...``, ``language_model.decoder.final_layernorm.weight``,
 ``language_model.output_layer.weight``).
@@ -32,7 +32,7 @@ from megatron.core.transformer.enums import ModelType
 from megatron.core.transformer.module import MegatronModule
 
 from megatron_inserter.models import specs
-from megatron_inserter.models.adapter import SpeechAdapter
+from megatron_inserter.models.adapter import build_adapter
 from megatron_inserter.models.config import InserterModelConfig
 from megatron_inserter.models.context_parallel import check_context_parallel_supported, slice_for_cp
 from megatron_inserter.models.documents import DocumentLayout, run_language_model
@@ -63,8 +63,8 @@ class InserterModel(MegatronModule):
         if self.add_encoder:
             self.encoder = SpeechEncoder(cfg.encoder, encoder_config, specs.encoder_layer_spec(use_te),
                                          specs.final_norm_module(use_te), packed_thd=use_te)
-            self.adapter = SpeechAdapter(cfg.adapter, encoder_config, cfg.encoder.hidden_size,
-                                         cfg.llm.hidden_size)
+            self.adapter = build_adapter(cfg.adapter, encoder_config, cfg.encoder.hidden_size, cfg.llm.hidden_size,
+                                         cfg.encoder.num_layers)
         self.language_model = build_gpt(
             cfg.llm, llm_config, pre_process=pre_process, post_process=post_process, vp_stage=vp_stage,
             tensor_model_parallel_size=llm_config.tensor_model_parallel_size,
@@ -92,6 +92,8 @@ class InserterModel(MegatronModule):
             raise RuntimeError("encode_audio is only available on the first pipeline stage")
         device = self.encoder.conv1.weight.device
         audio, audio_lengths = audio.to(device), audio_lengths.to(device)
+        if self.cfg.adapter.kind == "qformer":
+            return self._encode_with_queries(audio, audio_lengths)
         pre_norm = self.adapter.downsample if self.cfg.adapter.pools_before_encoder_norm else None
         encoder_trains = any(p.requires_grad for p in self.encoder.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and encoder_trains):
@@ -100,6 +102,35 @@ class InserterModel(MegatronModule):
             h, lengths = self.adapter.downsample(h, lengths)
         valid = torch.arange(h.shape[1], device=h.device)[None, :] < lengths[:, None]
         return self.adapter(h[valid])
+
+    def _encode_with_queries(self, audio: torch.Tensor, audio_lengths: torch.Tensor) -> torch.Tensor:
+        """Q-Former: ``queries`` frames per clip with at least one encoder frame, clip by clip.
+
+        The queries read each clip's own frames; under plain Whisper semantics (window mode without the key
+        padding mask, as DeSTA2 runs it) they read the whole padded window, as the encoder does."""
+        encoder_trains = any(p.requires_grad for p in self.encoder.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and encoder_trains):
+            states, frames = self.encoder.forward_layers(audio, audio_lengths, self.adapter.encoder_layers)
+        enc = self.cfg.encoder
+        keys = frames
+        if enc.input_mode == "window" and not enc.window_key_padding_mask:
+            keys = torch.full_like(frames, states[0].shape[1])
+        out = self.adapter(states, keys)[frames > 0]
+        out = out.reshape(-1, out.shape[-1])
+        unreached = self._unreached_encoder_term()
+        return out if unreached is None else out + unreached.to(out.dtype)
+
+    def _unreached_encoder_term(self) -> torch.Tensor | None:
+        """``0 * sum`` of the trainable encoder parameters past the Q-Former's last tapped layer: they run but
+        feed nothing, and data-parallel gradient reduction waits for every trainable parameter."""
+        top, depth = max(self.adapter.encoder_layers), self.cfg.encoder.num_layers
+        modules = list(self.encoder.transformer.layers[top:])
+        if top < depth:
+            modules.append(self.encoder.final_layernorm)
+        params = [p for m in modules for p in m.parameters() if p.requires_grad]
+        if not params:
+            return None
+        return torch.stack([p.sum() for p in params]).sum() * 0.0
 
     def _untouched_parameters_term(self) -> torch.Tensor | None:
         params = [p for m in (self.encoder, self.adapter) for p in m.parameters() if p.requires_grad]

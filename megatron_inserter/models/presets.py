@@ -12,6 +12,14 @@
                               rope theta 10000, RMSNorm eps 1e-5, QKV bias, untied embeddings, 8192 positions;
                               audio token 151646). Packed input mode: Qwen2-Audio's frames at each clip's own
                               cost (``input_mode="window"`` pads every clip to 30 s, as Qwen2-Audio does).
+  desta2-llama3-8b-whisper-small
+                              DeSTA2: Whisper-small encoder (12 layers, d 768, 12 heads, 80 mels), a Q-Former of 2
+                              blocks whose 64 queries per tapped layer read encoder layers 2, 5, 8 and 11 (64 frames
+                              per 30 s window), Llama-3-8B LLM (hidden 4096, 32 layers, 32 heads, 8 KV heads, FFN
+                              14336, vocab 128256, rope theta 500000, RMSNorm eps 1e-5, no QKV bias, untied, 8192
+                              positions). Window input mode without key masking: the queries read the whole padded
+                              30 s window, as DeSTA2 runs Whisper (``--encoder-input-mode packed`` reads each clip's
+                              own frames, at its own cost). Trained adapter-only: --freeze-encoder --freeze-llm.
 """
 
 from __future__ import annotations
@@ -66,10 +74,24 @@ def _qwen2_audio_7b() -> InserterModelConfig:
     )
 
 
+def _desta2_llama3_8b_whisper_small() -> InserterModelConfig:
+    return InserterModelConfig(
+        name="desta2-llama3-8b-whisper-small",
+        encoder=EncoderConfig(num_layers=12, hidden_size=768, num_attention_heads=12, ffn_hidden_size=3072,
+                              num_mel_bins=80, input_mode="window", window_key_padding_mask=False),
+        adapter=AdapterConfig(kind="qformer", queries=64, encoder_layers=[2, 5, 8, 11], qformer_layers=2),
+        llm=LLMConfig(num_layers=32, hidden_size=4096, ffn_hidden_size=14336, num_attention_heads=32,
+                      num_query_groups=8, vocab_size=128256, max_position_embeddings=8192,
+                      rotary_base=500_000.0, add_qkv_bias=False, tie_embeddings=False, norm_epsilon=1e-5),
+        audio_placeholder_id=128092,  # <|reserved_special_token_87|>, DeSTA2's; with_tokenizer sets the run's
+    )
+
+
 PRESETS: dict[str, Callable[[], InserterModelConfig]] = {
     "tiny": _tiny,
     "qwen2.5-1.5b-whisper-small": _qwen25_15b_whisper_small,
     "qwen2-audio-7b": _qwen2_audio_7b,
+    "desta2-llama3-8b-whisper-small": _desta2_llama3_8b_whisper_small,
 }
 
 

@@ -29,6 +29,13 @@ def small_config(**fields) -> InserterModelConfig:
     return cfg.replace(**fields)
 
 
+def qformer_config(**fields) -> InserterModelConfig:
+    """``small_config`` with a Q-Former adapter reading the encoder's input and first layer (so the second layer
+    and the final LayerNorm run without feeding anything) with 4 queries per clip."""
+    adapter = AdapterConfig(kind="qformer", queries=4, encoder_layers=[1, 0], qformer_layers=2)
+    return small_config(adapter=adapter, **fields)
+
+
 def make_sample(g: torch.Generator, spec, clips_seconds: list[float]) -> dict:
     """One sample: a counting sequence with each clip's placeholder run at a random free position."""
     start = int(torch.randint(0, PLACEHOLDER, (1,), generator=g))
@@ -65,9 +72,10 @@ def collate(samples: list[dict]) -> dict:
     }
 
 
-def global_batches(num_steps: int, speech: bool = True, seed: int = 11) -> list[list[dict]]:
-    """Per step, the global batch's samples (collated later per microbatch)."""
-    spec = small_config().frame_spec()
+def global_batches(num_steps: int, speech: bool = True, seed: int = 11,
+                   cfg: InserterModelConfig | None = None) -> list[list[dict]]:
+    """Per step, the global batch's samples (collated later per microbatch), with placeholders for ``cfg``."""
+    spec = (cfg or small_config()).frame_spec()
     g = torch.Generator().manual_seed(seed)
     steps = []
     for _ in range(num_steps):
@@ -140,7 +148,7 @@ def train_layout(ckpt_dir, cfg=None, steps=3, speech=True, sp=False, overlap_gra
     n_micro = GBS // MBS // dp_size
     vp = ps.get_virtual_pipeline_model_parallel_world_size()
     losses = []
-    for samples in global_batches(steps, speech=speech):
+    for samples in global_batches(steps, speech=speech, cfg=cfg):
         mbs = microbatches_for_rank(samples, dp_rank, dp_size)
         its = [iter(list(mbs)) for _ in chunks]
         res = train_step(step_fn, its if vp else its[0], chunks, optimizer, None, n_micro, SEQ, MBS,
@@ -149,13 +157,13 @@ def train_layout(ckpt_dir, cfg=None, steps=3, speech=True, sp=False, overlap_gra
     return losses
 
 
-def make_reference(rank, world_size, ckpt_dir):
+def make_reference(rank, world_size, ckpt_dir, cfg=None):
     """Create the TP1 weights, save them, and train the single-process baseline from them."""
     from megatron_inserter.models.builder import build_model_chunks
 
     initialize_parallel(ParallelConfig(seed=1234))
-    save_checkpoint(build_model_chunks(small_config()), ckpt_dir)
-    return train_layout(ckpt_dir)
+    save_checkpoint(build_model_chunks(cfg or small_config()), ckpt_dir)
+    return train_layout(ckpt_dir, cfg=cfg)
 
 
 LAYOUTS = {
@@ -170,14 +178,14 @@ LAYOUTS = {
 }
 
 
-def run_layouts(rank, world_size, ckpt_dir, names):
+def run_layouts(rank, world_size, ckpt_dir, names, cfg=None):
     """Train each named layout in turn in this process group; returns {name: losses}."""
     results = {}
     for name in names:
         world, parallel, kwargs = LAYOUTS[name]
         assert world == world_size
         initialize_parallel(ParallelConfig(seed=1234, **parallel))
-        results[name] = train_layout(ckpt_dir, **kwargs)
+        results[name] = train_layout(ckpt_dir, cfg=cfg, **kwargs)
     return results
 
 
