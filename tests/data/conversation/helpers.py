@@ -81,3 +81,13 @@ def conversation(i: int, audio: str | None = None, turns: int = 1) -> dict:
         messages += [{"role": "user", "content": content},
                      {"role": "assistant", "content": f"Reply {t} of {i}: it is sunny and warm."}]
     return {"id": f"conv-{i}", "messages": messages}
+
+
+def expected_pieces(tok, pieces) -> tuple[list[int], list[bool]]:
+    """(tokens, is-assistant mask) of hand-written ``(text or ids, is_assistant)`` pieces, each tokenized alone."""
+    ids, mask = [], []
+    for text, target in pieces:
+        t = tok.tokenize(text) if isinstance(text, str) else list(text)
+        ids += t
+        mask += [target] * len(t)
+    return ids, mask

@@ -9,7 +9,7 @@ from megatron_inserter.data.frames import FrameSpec, num_audio_frames
 from megatron_inserter.data.indexed import build_datasets, dataset_config
 from megatron_inserter.data.indexed.metadata import MODE_TEXT
 from tests.data.conversation.conftest import CLIP_SAMPLES
-from tests.data.conversation.helpers import conversation, write_rows, write_wav
+from tests.data.conversation.helpers import conversation, expected_pieces, write_rows, write_wav
 
 REPLY = re.compile(r"Reply (\d+) of (\d+): it is sunny and warm\.<\|im_end\|>")
 
@@ -25,6 +25,31 @@ def _stored_targets(prefix):
     modes, lengths = ds.index.sequence_modes, ds.sequence_lengths
     return [int(lengths[a:b][modes[a:b] == MODE_TEXT].sum())
             for a, b in zip(ds.document_indices[:-1], ds.document_indices[1:])]
+
+
+def test_a_hand_built_conversation_trains_on_exactly_its_assistant_tokens_in_a_sample(tmp_path, tok, tok_dir):
+    from megatron_inserter.data.indexed.preprocess_cli import main
+
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is the weather?"},
+                {"role": "assistant", "content": "Sunny."}, {"role": "user", "content": "And tomorrow?"},
+                {"role": "assistant", "content": "Warm."}]
+    ids, mask = expected_pieces(tok, [
+        ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWhat is the weather?<|im_end|>\n" +
+         "<|im_start|>assistant\n", False), ("Sunny.<|im_end|>", True),
+        ("\n<|im_start|>user\nAnd tomorrow?<|im_end|>\n<|im_start|>assistant\n", False), ("Warm.<|im_end|>", True),
+        ("\n", False), ([tok.eod_id], False)])
+    path = write_rows(tmp_path / "rows.jsonl", [{"messages": messages}] * 4)
+    prefix = str(tmp_path / "sft")
+    assert main(["--format", "conversation", "--input", path, "--output-prefix", prefix, "--tokenizer-type",
+                 "huggingface", "--tokenizer-model", tok_dir, "--no-progress"]) == 0
+    n = len(ids)
+    ds = _dataset(prefix, tok, tmp_path / "cache", seq=n + 5)
+    assert len(ds) == 3  # one conversation per sample (the next one does not fit), the last one has no successor
+    for i in range(len(ds)):
+        s = ds[i]
+        assert s["num_padding"] == 5 and s["tokens"][:n].tolist() == ids
+        assert s["labels"][:n].tolist() == ids[1:] + ids[:1]  # the last target: the next conversation's first token
+        assert s["loss_mask"].bool().tolist() == mask[1:] + [False] * 6
 
 
 def test_an_epoch_trains_on_exactly_the_stored_assistant_tokens_of_whole_conversations(

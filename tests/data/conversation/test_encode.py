@@ -6,7 +6,7 @@ from megatron_inserter.data.conversation.messages import BadConversation, load_a
 from megatron_inserter.data.conversation.templates import ChatML, Llama3
 from megatron_inserter.data.indexed.metadata import MODE_CONTEXT, MODE_SPEECH, MODE_TEXT
 from megatron_inserter.data.tokenizers import build_tokenizer
-from tests.data.conversation.helpers import hf_tokenizer_dir, write_wav
+from tests.data.conversation.helpers import expected_pieces, hf_tokenizer_dir, write_wav
 
 DIALOGUE = [
     {"role": "system", "content": "Be brief."},
@@ -17,14 +17,7 @@ DIALOGUE = [
 ]
 
 
-def _expected(tok, pieces):
-    """(tokens, is-assistant mask) of hand-written (text, is_assistant) pieces, each tokenized on its own."""
-    ids, mask = [], []
-    for text, target in pieces:
-        t = tok.tokenize(text) if isinstance(text, str) else list(text)
-        ids += t
-        mask += [target] * len(t)
-    return ids, mask
+_expected = expected_pieces
 
 
 def _ids(tok, text):
