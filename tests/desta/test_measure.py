@@ -46,6 +46,17 @@ def test_higher_espeak_pitch_measures_higher_and_faster_rate_measures_faster():
         assert slow < normal < fast and fast > 2 * slow
 
 
+@pytest.mark.parametrize("snr_db", [5.0, 10.0, 20.0])
+def test_snr_of_white_noise_mixed_by_synthesis_is_measured_within_one_db(snr_db):
+    from megatron_inserter.data.synth import noise
+
+    rng = np.random.default_rng(int(snr_db))
+    for text, voice in zip(PAUSED_TEXTS, ("en-us+m3", "en-gb-scotland+f2", "en+m1")):
+        clean = synthesize(text, f"espeak:{voice}:p50:r175")
+        mix, _ = noise.mix_at_snr(clean, noise.coloured_noise("white", len(clean), rng), snr_db)
+        assert abs(measure(mix, text).snr_db - snr_db) < 1.0
+
+
 def test_silence_and_tiny_clips_measure_as_unknown_not_as_numbers():
     m = measure(np.zeros(SR), "hello there")
     assert (m.f0_hz, m.loudness_dbfs, m.snr_db, m.syllables_per_s) == (None, None, None, None)

@@ -8,14 +8,14 @@ from megatron_inserter.data.document import SpeechSegment
 from megatron_inserter.desta.voices import voice_of
 
 
-def segment(speaker, language="en", **extra):
+def segment(speaker, language="en", gender=None, accent=None):
     seg = SpeechSegment(text="hi", audio="0.flac", duration=1.0, num_samples=16000, speaker=speaker,
-                        language=language)
-    if not extra:
+                        language=language, gender=gender)
+    if accent is None:
         return seg
-    cls = dataclasses.make_dataclass("Recorded", [(k, str, None) for k in extra], bases=(SpeechSegment,),
-                                     frozen=True)
-    return cls(**dataclasses.asdict(seg), **extra)
+    with_accent = dataclasses.make_dataclass("WithAccent", [("accent", str, None)], bases=(SpeechSegment,),
+                                             frozen=True)
+    return with_accent(**{f.name: getattr(seg, f.name) for f in dataclasses.fields(seg)}, accent=accent)
 
 
 @pytest.mark.parametrize("speaker,gender,accent,language", [
