@@ -2,9 +2,9 @@
 
 espeak-ng speaker ids (``espeak:en-gb-scotland+f3:p45:r175``, see ``data.synth.speakers``) name a voice
 and a variant: the variant's letter is the gender (``m1``..``m7`` male, ``f1``..``f5`` female) and the
-voice is a real accent of English (``en-gb-scotland`` Scottish, ``en-us`` American, ...). Other backends
-give what their segments record: a ``gender`` (or ``voice_gender``) and ``accent`` field when synthesis
-writes one. Anything not recorded is unknown (None), never guessed.
+voice is a real accent of English (``en-gb-scotland`` Scottish, ``en-us`` American, ...). A segment's own
+``gender`` (what a voice pool says of its voice) wins, and an ``accent`` field is used when synthesis
+records one. Anything not recorded is unknown (None), never guessed.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def voice_of(segment, document_lang: str | None = None) -> Voice:
     """The voice attributes of a ``data.document.SpeechSegment`` (and its document's language)."""
     speaker = segment.speaker or ""
     voice, _, gender = _espeak(speaker)
-    recorded_gender = getattr(segment, "gender", None) or getattr(segment, "voice_gender", None)
+    recorded_gender = getattr(segment, "gender", None)
     if isinstance(recorded_gender, str):
         gender = GENDERS.get(recorded_gender.strip().lower(), gender)
     accent = getattr(segment, "accent", None)
