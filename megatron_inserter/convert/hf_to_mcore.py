@@ -86,14 +86,15 @@ def _inserter_padding(cfg: InserterModelConfig, tp: int) -> int:
 
 
 def convert_qwen2_audio(hf_dir: str, output: str, tp: int = 1, dtype: str = "auto") -> str:
-    """A Qwen2AudioForConditionalGeneration directory -> an InSerter checkpoint (window input mode)."""
+    """A Qwen2AudioForConditionalGeneration directory -> an InSerter checkpoint in ``packed`` input mode: each clip
+    costs the encoder its own frames, which equal Qwen2-Audio's on the padded 30 s window with its mask."""
     ckpt = HFCheckpoint(hf_dir)
     where = f"{hf_dir}/config.json"
     whole = ckpt.config
     text = {"model_type": "qwen2", **(whole.get("text_config") or {})}
     audio = {"model_type": "qwen2_audio_encoder", **(whole.get("audio_config") or {})}
     llm = hf_llm.llm_config_from_hf(text, f"{where} text_config")
-    encoder = hf_audio.encoder_config_from_hf(audio, f"{where} audio_config", input_mode="window",
+    encoder = hf_audio.encoder_config_from_hf(audio, f"{where} audio_config", input_mode="packed",
                                               window_key_padding_mask=True)
     token = whole.get("audio_token_index", whole.get("audio_token_id", DEFAULT_AUDIO_TOKEN))
     cfg = InserterModelConfig(name=os.path.basename(os.path.normpath(hf_dir)), encoder=encoder,

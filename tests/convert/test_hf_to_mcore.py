@@ -84,7 +84,7 @@ def test_checkpoint_layout_and_model_config(qwen2_audio):
     assert os.path.isfile(os.path.join(root, "iter_0000000", "metadata.json"))
     meta = _read_json(os.path.join(root, "model_config.json"))
     assert meta["model_type"] == "inserter"
-    assert meta["encoder"]["input_mode"] == "window" and meta["encoder"]["window_key_padding_mask"]
+    assert meta["encoder"]["input_mode"] == "packed" and meta["encoder"]["window_key_padding_mask"]
     assert meta["audio_placeholder_id"] == hf_models.AUDIO_TOKEN
     assert meta["llm"]["vocab_size"] == hf_models.VOCAB and meta["padded_vocab_size"] == 256
     assert meta["llm"]["num_query_groups"] == 2 and meta["llm"]["rotary_base"] == 1_000_000.0
