@@ -176,7 +176,10 @@ def save_checkpoint(root: str, state: TrainState, chunks, optimizer, scheduler, 
 
 def load_checkpoint(path: str, chunks, optimizer, scheduler, current: TrainState, load_optim: bool = True,
                     load_rng: bool = True, finetune: bool = False) -> TrainState | None:
-    """Collective. Restores into the given objects; returns the saved TrainState (None: nothing to load)."""
+    """Collective. Restores into the given objects; returns the saved TrainState (None: nothing to load).
+
+    Before anything is read, ``safe_load.verify`` checks the formats, the index and every shard file (missing
+    or truncated: one ``CheckpointError`` naming the file), for every caller: train, generate, eval."""
     from megatron.core import dist_checkpointing
     from torch.distributed.checkpoint.api import CheckpointException
 

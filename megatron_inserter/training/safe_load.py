@@ -158,15 +158,38 @@ def check_format(checkpoint: str) -> None:
         raise CheckpointError(f"{path} describes a {found!r} checkpoint; this project reads only {FORMAT}")
 
 
+def check_shard_files(checkpoint: str, metadata, index: str) -> None:
+    """Every file the index ``metadata`` (read from ``index``) stores items in lies inside ``checkpoint``,
+    exists, and is long enough for the items stored in it (a save cut short, a copy truncated)."""
+    needed: dict[str, int] = {}
+    for info in (getattr(metadata, "storage_data", None) or {}).values():
+        name = os.path.normpath(str(info.relative_path))
+        if os.path.isabs(name) or name.startswith(".."):
+            raise CheckpointError(f"{index} names a shard outside the checkpoint ({info.relative_path!r}); the "
+                                  f"index is damaged or was tampered with")
+        needed[name] = max(needed.get(name, 0), int(info.offset) + int(info.length))
+    for name, end in sorted(needed.items()):
+        path = os.path.join(checkpoint, name)
+        if not os.path.isfile(path):
+            raise CheckpointError(f"{path} is missing; the checkpoint is incomplete: copy it again or load "
+                                  f"another iteration")
+        size = os.path.getsize(path)
+        if size < end:
+            raise CheckpointError(f"{path} is truncated ({size} bytes; its index {METADATA_FILE} needs "
+                                  f"{end}): the save was cut short or the copy damaged; load another iteration")
+
+
 def verify(checkpoint: str) -> None:
-    """Before megatron-core reads ``checkpoint``: its formats are ours and its index reads through the
-    allowlist (torch would turn a refusal met inside its own reader into a generic assertion)."""
+    """Before megatron-core reads ``checkpoint`` (every loader calls this): its formats are ours, its index
+    reads through the allowlist (torch would turn a refusal met inside its own reader into a generic
+    assertion), and every shard file the index names is there and whole (``check_shard_files``)."""
     check_format(checkpoint)
     path = os.path.join(checkpoint, METADATA_FILE)
     if not os.path.isfile(path):
-        raise CheckpointError(f"{path} is missing; the checkpoint is incomplete")
+        raise CheckpointError(f"{path} is missing; the checkpoint is incomplete: load another iteration")
     with open(path, "rb") as f:
-        read_metadata_file(f, path)
+        metadata = read_metadata_file(f, path)
+    check_shard_files(checkpoint, metadata, path)
 
 
 def _read_metadata(self, *args, **kwargs):

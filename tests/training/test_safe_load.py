@@ -7,9 +7,11 @@ Each crafted file would create a marker file when unpickled (``os.system`` / ``b
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import io
 import os
 import pickle
+import re
 import shutil
 
 import pytest
@@ -193,3 +195,35 @@ def test_a_checkpoint_of_another_format_is_refused(tmp_path):
     (tmp_path / "metadata.json").write_text('{"sharded_backend": "zarr", "common_backend": "torch"}')
     with pytest.raises(safe_load.CheckpointError, match="zarr"):
         safe_load.check_format(str(tmp_path))
+
+
+def _damaged_copy(loaded, tmp_path, name: str) -> tuple[str, str]:
+    """A copy of the good checkpoint and the path of its first shard file."""
+    root = shutil.copytree(loaded["root"] / "good", tmp_path / name)
+    shards = sorted((root / "iter_0000001").glob("*.distcp"))
+    assert shards
+    return str(root), str(shards[0])
+
+
+def test_every_load_checks_the_shard_files_first(loaded, tmp_path):
+    # No process group and no model: the shard files are checked before anything is read or built.
+    truncated, shard = _damaged_copy(loaded, tmp_path, "truncated")
+    os.truncate(shard, os.path.getsize(shard) // 3)
+    with pytest.raises(ckpt.CheckpointError, match=rf"{re.escape(shard)} is truncated \(\d+ bytes; .*needs \d+\)"):
+        ckpt.load_checkpoint(truncated, None, None, None, ckpt.TrainState())
+
+    missing, shard = _damaged_copy(loaded, tmp_path, "missing")
+    os.remove(shard)
+    with pytest.raises(ckpt.CheckpointError, match=rf"{re.escape(shard)} is missing"):
+        ckpt.load_checkpoint(missing, None, None, None, ckpt.TrainState())
+
+    outside, _ = _damaged_copy(loaded, tmp_path, "outside")
+    index = os.path.join(ckpt.iteration_dir(outside, 1), safe_load.METADATA_FILE)
+    with open(index, "rb") as f:
+        metadata = safe_load.read_metadata_file(f, index)
+    key = next(iter(metadata.storage_data))
+    metadata.storage_data[key] = dataclasses.replace(metadata.storage_data[key], relative_path="../../victim")
+    with open(index, "wb") as f:
+        pickle.dump(metadata, f)
+    with pytest.raises(ckpt.CheckpointError, match=r"names a shard outside the checkpoint \('\.\./\.\./victim'\)"):
+        ckpt.load_checkpoint(outside, None, None, None, ckpt.TrainState())
