@@ -22,7 +22,7 @@ python -m megatron_inserter.data.conversation.demo_rows --shards "$WORK/shards" 
     --output "$WORK/desta/conversations.jsonl" --style desta
 
 # 2. Indexed conversations (the assistant's tokens carry the loss).
-inserter preprocess --format conversation --chat-template chatml --seq-length 256 \
+inserter preprocess --format conversation --chat-template chatml --seq-length 512 \
     --input "$WORK/desta/conversations.jsonl" --output-prefix "$WORK/data/desta" "${TOK[@]}"
 
 # 3. Adapter-only training from the stage-one weights (re-running resumes this run).

@@ -20,7 +20,7 @@ python -m megatron_inserter.data.conversation.demo_rows --shards "$WORK/shards" 
 
 # 2. Indexed conversations in Qwen2's chat format; the stored loss mask covers the assistant's tokens only.
 #    Conversations longer than a training sample are skipped here and counted.
-inserter preprocess --format conversation --chat-template chatml --seq-length 256 \
+inserter preprocess --format conversation --chat-template chatml --seq-length 512 \
     --input "$WORK/sft/conversations.jsonl" --output-prefix "$WORK/data/sft_dialogue" "${TOK[@]}"
 
 # 3. SFT: dialogue + 50% text, from the stage-one weights (re-running resumes the SFT run itself).

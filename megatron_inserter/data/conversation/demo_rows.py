@@ -27,7 +27,7 @@ from megatron_inserter.flags import arg, run_command
 
 PROG = "python -m megatron_inserter.data.conversation.demo_rows"
 SYSTEM = "You are a helpful assistant that listens and answers."
-CONTEXT_CHARS = 240
+CONTEXT_CHARS = 160
 
 
 @dataclass
