@@ -128,7 +128,7 @@ class ServerPool:
             server.in_flight -= 1
             failed = server.stats["failed"]
             failed[reason] = failed.get(reason, 0) + 1
-            if bench:
+            if bench and server.bench_until <= time.monotonic():  # requests sent before the bench add nothing
                 server.consecutive_failures += 1
                 pause = min(self.bench_first_s * 2 ** (server.consecutive_failures - 1), self.bench_max_s)
                 server.bench_until = time.monotonic() + pause

@@ -117,6 +117,7 @@ class SynthStats:
     speech_seconds: float = 0.0
     tts_seconds: float = 0.0  # time spent inside the TTS backend
     worker_seconds: float = 0.0  # wall time of the worker processes
+    worker_cpu_seconds: float = 0.0  # CPU time of the worker processes (all their threads)
     docs_cleaned: int = 0  # written documents that had control characters / escape sequences removed
     control_chars_removed: int = 0
     shards: int = 0  # shard files written

@@ -45,7 +45,7 @@ def process_unit(unit: WorkUnit, cfg: SynthConfig, backend: TTSBackend, report=N
 
     ``report(docs, speech_seconds)`` is called now and then with the increments since the last call.
     """
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     stem = shard_stem(cfg.name, unit.rank, unit.shard_index)
     shard_name = f"{stem}.tar"
     stats = SynthStats()
@@ -90,6 +90,7 @@ def process_unit(unit: WorkUnit, cfg: SynthConfig, backend: TTSBackend, report=N
         if source is not None:
             stats.add(SynthStats.from_dict(source.collect_stats()))
     stats.worker_seconds = time.perf_counter() - t_start
+    stats.worker_cpu_seconds = time.process_time() - cpu_start
     manifest = {
         "shard": shard_name if stats.shards else None,
         "input": unit.file.source,
