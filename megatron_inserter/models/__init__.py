@@ -10,6 +10,7 @@ with the data pipeline; ``InserterModelConfig.frame_spec()`` describes this mode
   encoder.py         Whisper encoder on megatron-core
   clip_packing.py    where each clip goes when several clips share the encoder (``input_mode="packed"``)
   adapter.py         pooling/stacking + projection to the LLM width
+  qformer.py         the Q-Former adapter (DeSTA2): learned queries reading several encoder layers
   inserter.py        InserterModel: encoder + adapter + GPTModel, audio spliced into the embeddings
   documents.py       packed documents kept apart (``--reset-attention-mask`` / ``--reset-position-ids``)
   context_parallel.py  CP slicing
