@@ -26,7 +26,7 @@ def _doc(doc_id="doc-1") -> tuple[ShardDocument, dict[str, bytes]]:
         TextSegment("Before the clip, "),
         SpeechSegment("these words were spoken", "0.flac", 1.25, 20000, 16000, speaker="espeak:en-us+f3:p45:r175",
                       language="en", tts="espeak", tts_model="espeak-ng 1.51",
-                      controls=TTSControls(speed=1.0, pitch=0.9)),
+                      controls=TTSControls(speed=1.0, pitch=0.9), gender="female", asr_wer=0.125),
         TextSegment(" 然后是中文，"),
         SpeechSegment("以及合成的语音。", "1.flac", 0.5, 8000, controls=TTSControls(volume=0.5, noise="babble",
                                                                         snr_db=12.5)),
@@ -77,6 +77,10 @@ def test_shards_of_the_earlier_format_still_read():
     speech = doc.segments[1]
     assert speech == SpeechSegment("语音", "0.flac", 0.5, 8000, 16000, speaker="spk0")
     assert speech.language is None and speech.controls == TTSControls()
+    assert speech.gender is None and speech.asr_wer is None
+    v2 = {**meta, "format_version": 2, "segments": [{**meta["segments"][1], "language": "zh", "tts": "espeak"}]}
+    doc, _ = from_members({"abc.json": json.dumps(v2).encode(), "abc.0.flac": b"flac"})
+    assert doc.segments[0].gender is None and doc.segments[0].asr_wer is None  # v2 before these were recorded
     doc, _ = from_members({"abc.json": json.dumps({"segments": [{"type": "text", "text": "x"}]}).encode()})
     assert doc.id == "abc"  # no id: the key
 
@@ -104,6 +108,9 @@ SPEECH = {"type": "speech", "text": "t", "audio": "0.flac", "duration": 1.0, "nu
     (_members({"segments": [{**SPEECH, "controls": {"speed": "fast"}}]}, **{"0.flac": b"a"}), "bad_json",
      "controls.speed"),
     (_members({"segments": [SPEECH, SPEECH]}, **{"0.flac": b"a"}), "bad_json", "share one audio member"),
+    (_members({"segments": [{**SPEECH, "asr_wer": -0.5}]}, **{"0.flac": b"a"}), "bad_json", "asr_wer -0.5"),
+    (_members({"segments": [{**SPEECH, "asr_wer": "low"}]}, **{"0.flac": b"a"}), "bad_json", "asr_wer 'low'"),
+    (_members({"segments": [{**SPEECH, "gender": 1}]}, **{"0.flac": b"a"}), "bad_json", "gender 1"),
     (_members({"format_version": 99, "segments": []}), "unsupported_format", "newer than this reader"),
     (_members({"id": ["x"], "segments": []}), "bad_json", "id ['x']"),
 ])

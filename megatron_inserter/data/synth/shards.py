@@ -200,6 +200,10 @@ def check_run_arguments(output_dir: str, fingerprint: dict) -> bool:
         if not isinstance(stored, dict) or not isinstance(stored.get("arguments"), dict):
             raise DataError(f"{path}: holds no 'arguments' object; {fix}")
         stored = stored["arguments"]
+        if stored.get("document_keying") != fingerprint.get("document_keying"):
+            raise RunArgumentsMismatch(
+                f"{output_dir} holds a run made by an earlier version of inserter synth, which drew spans, voices "
+                "and noise from other keys: finish it with that version, or write to a new --output-dir")
         if stored != fingerprint:
             diffs = [
                 f"  {k}: stored {stored.get(k)!r}, now {fingerprint.get(k)!r}"

@@ -1,5 +1,7 @@
 """--shard-size parsing and argument validation."""
 
+from dataclasses import fields
+
 import pytest
 
 from megatron_inserter.data.synth.config import ShardSize, SynthConfig, parse_shard_size, resolve_rank
@@ -116,3 +118,19 @@ def test_server_noise_and_asr_flags_are_checked():
             SynthConfig(**bad)
     with_seed = [SynthConfig(**base, seed=s).fingerprint()["seed"] for s in (5, 5 + 2**32)]
     assert with_seed[0] != with_seed[1]
+
+
+def test_the_slurm_examples_use_only_existing_flags():
+    import re
+    from pathlib import Path
+
+    from megatron_inserter.flags import flag_name
+
+    known = {flag_name(f.name) for f in fields(SynthConfig)} | {"--no-progress"}
+    examples = Path(__file__).resolve().parents[3] / "examples"
+    for name in ("synth_tts_array.sbatch", "synth_slurm_array.sbatch"):
+        text = (examples / name).read_text()
+        start = re.search(r"^inserter synth", text, re.MULTILINE).start()
+        command = "\n".join(line for line in text[start:].splitlines() if "SBATCH" not in line)
+        used = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]+", command)) - {"--dependency", "--export", "--parsable"}
+        assert used and used <= known, (name, sorted(used - known))

@@ -75,6 +75,16 @@ def test_run_arguments_are_stored_and_checked(tmp_path):
         raise AssertionError("a changed seed must be refused")
 
 
+def test_a_run_of_the_earlier_document_keying_is_not_resumed(tmp_path):
+    from megatron_inserter.data.synth.config import SynthConfig
+
+    fingerprint = SynthConfig(input=("a",), output_dir="o").fingerprint()
+    earlier = {k: v for k, v in fingerprint.items() if k != "document_keying"}
+    check_run_arguments(str(tmp_path), earlier)
+    with pytest.raises(RunArgumentsMismatch, match="earlier version of inserter synth.*new --output-dir"):
+        check_run_arguments(str(tmp_path), fingerprint)
+
+
 @pytest.mark.parametrize("content", [b'{"arguments": {"seed": 1', b"\xff\xfe garbage", b"[1, 2]", b'{"args": {}}'])
 def test_a_corrupt_run_record_is_an_error_naming_the_file(tmp_path, content):
     (tmp_path / "synth-run.json").write_bytes(content)
