@@ -7,10 +7,11 @@ on other machines than TTS.
 Each shard of ``--shards`` is read through ``data.document``; every speech segment is transcribed and scored
 like in ``inserter synth`` (WER for English, CER for Chinese, with ``eval.text_norm``). A segment within
 ``--max-span-wer`` keeps its audio (bytes unchanged) and records ``asr_wer``; one above it becomes text, merged
-with the text around it, so the document text is unchanged. A document left without speech is dropped
-(``asr_rejected``). The new shard has the same name in ``--output-dir``, is written under a temporary name and
-renamed when complete, and its manifest (``filter-manifests/NAME.json``) is written last: running the same
-command again skips finished shards. A malformed document is a counted skip; a tar that breaks off keeps
+with the text around it, so the document text is unchanged; so does a segment whose audio does not decode
+(``spans_failed``). A document left without speech is dropped (``asr_rejected``). The new shard has the
+same name in ``--output-dir``, is written under a temporary name and renamed when complete, and its
+manifest (``filter-manifests/NAME.json``) is written last: running the same command again skips finished
+shards. A malformed document is a counted skip; a tar that breaks off keeps
 the documents before the damage. ``filter-stats.json`` sums the counters.
 """
 
@@ -99,7 +100,8 @@ def filter_document(doc: ShardDocument, audio: dict[str, bytes], transcripts: di
                 stats.spans += 1
                 stats.speech_seconds += seg.duration
                 continue
-            stats.spans_asr_rejected += 1
+            if i in transcripts:
+                stats.spans_asr_rejected += 1
             seg = TextSegment(seg.text)
         if segments and isinstance(segments[-1], TextSegment) and isinstance(seg, TextSegment):
             segments[-1] = TextSegment(segments[-1].text + seg.text)
@@ -126,8 +128,9 @@ def filter_shard(path: str, cfg: FilterConfig, transcriber: Transcriber, pool) -
                 for i, seg in enumerate(doc.segments):
                     if isinstance(seg, SpeechSegment):
                         clip = decode_segment_audio(audio[seg.audio])
-                        if clip is None:
-                            stats.skip("bad_audio")
+                        if clip is None:  # cannot be checked: becomes text
+                            stats.spans_failed += 1
+                            skipped.append({"id": doc.id, "segment": i, "reason": "bad_audio"})
                             continue
                         clips.append((clip, seg.language or doc.lang or "en"))
                         where.append((d, i))

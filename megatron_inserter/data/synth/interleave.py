@@ -95,7 +95,6 @@ class DocumentJob:
         self.reason: str | None = None
         self.retries: list[SpanTask] = []
         self.outcomes: dict[int, _Spoken | None] = {}
-        self.in_flight: set[int] = set()
         self.submitted = self.decided = 0  # positions in ``order``
         self.accepted_samples = 0
         self.stopped = False
@@ -165,7 +164,6 @@ class DocumentJob:
             lo, hi = self.cfg.speed_range
             gen = span_rng(self.cfg.seed, self.doc.id, self.doc.source, self.span_index[slot], "speed")
             speed = lo if lo == hi else round(float(gen.uniform(lo, hi)), 3)
-        self.in_flight.add(slot)
         return SpanTask(self, slot, attempt, TTSRequest(self._text(slot), self.langs[slot], voice, speed))
 
     def take_tasks(self, limit: int) -> list[SpanTask]:
@@ -224,13 +222,11 @@ class DocumentJob:
                 self.stats.asr_resynthesized += 1
             self.retries.append(self._task(task.slot, task.attempt + 1))
             return
-        self.in_flight.discard(task.slot)
         self.outcomes[task.slot] = None
         self.gave_up[task.slot] = "tts" if tts_failed else "asr"
         self._decide()
 
     def _settle(self, task: SpanTask, wer: float | None) -> None:
-        self.in_flight.discard(task.slot)
         self.outcomes[task.slot] = _Spoken(task, wer)
         self._observed[0] += len(task.audio) / SAMPLE_RATE
         self._observed[1] += len(task.request.text)
