@@ -165,9 +165,6 @@ def export_qwen2_audio(load: str, output: str, meta: ModelConfigFile, dtype: str
     cfg = meta.config
     base = meta.hf.get("qwen2_audio")
     qwen2_audio_config(cfg, base, torch.float32)  # refuse before reading anything
-    note = encoder_input_note(cfg)
-    if note:
-        print(f"note: {note}", file=sys.stderr)
     recorder = _DtypeRecorder(None if dtype == "auto" else DTYPES[dtype])
     with layout.staged_directory(output) as tmp:
         with mcore_io.single_process_parallel():
@@ -175,6 +172,9 @@ def export_qwen2_audio(load: str, output: str, meta: ModelConfigFile, dtype: str
             write_safetensors(tmp, recorder(_qwen2_audio_tensors(groups, cfg)), max_shard_bytes)
         write_json_atomic(os.path.join(tmp, "config.json"), qwen2_audio_config(cfg, base, recorder.seen))
         _restore_assets(load, tmp)
+    note = encoder_input_note(cfg)  # about the model exported: said once it is there
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     return os.path.abspath(output)
 
 

@@ -42,12 +42,12 @@ class ResponderUnavailableError(InserterError, RuntimeError):
 
 
 def checkpoint_tokenizer(load_dir: str, tokenizer_model: str | None = None):
-    """The tokenizer checkpoint ``load_dir`` was trained with (read from its arguments; no model is built)."""
+    """The tokenizer checkpoint ``load_dir`` was trained with (read from its arguments, or for a converted
+    checkpoint the one copied next to it, as generation finds it; no model is built)."""
     from megatron_inserter.data.tokenizers import build_tokenizer
-    from megatron_inserter.inference.loading import training_arguments
+    from megatron_inserter.inference.loading import tokenizer_of, training_arguments
 
-    args = training_arguments(load_dir)
-    return build_tokenizer(args.tokenizer_type, tokenizer_model or args.tokenizer_model)
+    return build_tokenizer(*tokenizer_of(load_dir, training_arguments(load_dir), tokenizer_model))
 
 
 def choose_template(requested: str, tokenizer, source: str, prog: str = "inserter eval") -> str:

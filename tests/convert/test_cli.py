@@ -130,3 +130,47 @@ def test_export_with_a_model_config_that_does_not_match(qwen2, tmp_path, capsys)
     wrong.write_text(json.dumps(meta))
     _fails(capsys, tmp_path, ["mcore-to-hf", "--load", qwen2["mcore"], "--model-config", str(wrong)],
            "decoder.layers.mlp.linear_fc1.weight", "(2, 192, 32)", "(2, 128, 32)")
+
+
+def _truncated_copy(src: str, dst) -> str:
+    """A copy of checkpoint ``src`` whose shard file lost two thirds of its bytes (a copy cut short)."""
+    damaged = _copy(src, dst)
+    shard = os.path.join(damaged, "iter_0000000", "__0_0.distcp")
+    os.truncate(shard, os.path.getsize(shard) // 3)
+    return damaged
+
+
+def test_export_of_a_truncated_shard_is_one_line(composed, tmp_path, capsys):
+    damaged = _truncated_copy(composed["mcore"], tmp_path / "damaged")
+    out = tmp_path / "hf"
+    assert main(["mcore-to-hf", "--load", damaged, "--output", str(out)]) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("inserter convert: error: "), lines
+    assert os.path.join(damaged, "iter_0000000", "__0_0.distcp") in lines[0] and "truncated" in lines[0]
+    assert not out.exists()
+
+
+def test_evaluating_a_truncated_shard_is_one_line(composed, tmp_path):
+    import subprocess
+    import sys
+    import wave
+
+    from tests.harness import free_port
+
+    damaged = _truncated_copy(composed["mcore"], tmp_path / "damaged")
+    with wave.open(str(tmp_path / "a.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\x00\x01" * 16000)
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text(json.dumps({"audio_filepath": str(tmp_path / "a.wav"), "text": "w1 w2"}) + "\n")
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "CUDA_VISIBLE_DEVICES": "",
+           "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "megatron_inserter.cli", "eval", "asr", "--manifest",
+                             str(manifest), "--load", damaged, "--output", str(tmp_path / "asr")],
+                            check=False, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and errors[0].startswith("inserter eval asr: error: "), result.stderr[-3000:]
+    assert os.path.join(damaged, "iter_0000000", "__0_0.distcp") in errors[0] and "truncated" in errors[0]
