@@ -14,13 +14,16 @@ A Q-Former block is BERT's decoder layer, post-LayerNorm, as DeSTA2 builds it fr
     x = LN(x + CrossAttention(x, encoder states))
     x = LN(x + fc2(GELU(fc1(x))))
 
-Width d and heads are the encoder's (``qformer_heads`` overrides the heads), the FFN 4 d
-(``ffn_hidden_size``), LayerNorm epsilon 1e-12 (BERT's), no dropout. Attention and the MLP are megatron-core's
+Width d and heads are the encoder's (``qformer_heads`` overrides the heads), the FFN 4 d (``ffn_hidden_size``;
+DeSTA2 keeps BERT's 3072, which is 4 d for whisper-small), LayerNorm epsilon 1e-12 (BERT's), no dropout. Attention and the MLP are megatron-core's
 SelfAttention, CrossAttention and MLP with Column/RowParallelLinear: heads and FFN columns shard over the
 tensor-parallel ranks like the encoder's, and a dist checkpoint made at one TP loads at another. The queries,
 the layer weights, the LayerNorms and the row-parallel biases are replicated; their gradients are equal on
 every rank because their inputs are. The output projection gathers, so the result is complete on every rank.
 Local modules are used under Transformer Engine too: TE's fused norm-linear layers are pre-LayerNorm.
+Why megatron-core modules rather than plain torch ones replicated on every rank: a TP layout then shards the
+Q-Former's weights and compute like the encoder's, and its checkpoint tensors are the same global tensors at
+any TP.
 
 Parameter names (prefix ``adapter.``; ``<-``: DeSTA2's ``QformerConnector``, its ``qformer`` a transformers
 ``BertEncoder``):
@@ -71,7 +74,8 @@ QUERY_INIT_STD = 1.0  # DeSTA2 draws its queries from a standard normal
 
 def qformer_transformer_config(cfg: AdapterConfig, encoder_config):
     """The Q-Former blocks' TransformerConfig: the encoder's (width, dtypes, tensor parallelism, GELU, biases)
-    with the Q-Former's depth, heads and FFN width."""
+    with the Q-Former's depth, heads and FFN width. Softmax stays unfused: megatron-core's fused masked softmax
+    is a compiled extension (apex / Megatron-LM) that the local attention would otherwise need on CUDA."""
     heads = cfg.qformer_heads or encoder_config.num_attention_heads
     width = encoder_config.hidden_size
     if width % heads:
@@ -82,7 +86,7 @@ def qformer_transformer_config(cfg: AdapterConfig, encoder_config):
     return dataclasses.replace(
         encoder_config, num_layers=cfg.qformer_layers, num_attention_heads=heads, num_query_groups=None,
         kv_channels=None, ffn_hidden_size=cfg.ffn_hidden_size or 4 * width, init_method=None,
-        output_layer_init_method=None)
+        output_layer_init_method=None, masked_softmax_fusion=False)
 
 
 def _norm(config, eps: float) -> torch.nn.LayerNorm:
