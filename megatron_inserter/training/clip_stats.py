@@ -36,6 +36,8 @@ DEFAULT_AUDIO_SHARE = 0.7
 def _window_frames(mel: np.ndarray, spec: FrameSpec) -> np.ndarray:
     """Adapter frames of windows with ``mel`` log-mel frames (``frames._window_frames``, vectorised)."""
     positions = np.where(mel > 0, (mel - 1) // spec.conv_stride + 1, 0)
+    if spec.queries_per_window:  # a Q-Former emits a fixed number of frames per window
+        return np.where(positions > 0, spec.queries_per_window, 0)
     return positions // spec.adapter_downsample
 
 

@@ -349,3 +349,16 @@ def test_masked_batches_take_longer_than_packed_for_the_same_model_flops(tmp_pat
     assert plans["masked"].flops == plans["packed"].flops
     # masked pads every clip of a micro-batch to its longest (almost surely a 10 s one)
     assert plans["masked"].seconds_per_step > 1.2 * plans["packed"].seconds_per_step
+
+
+def test_qformer_windows_count_their_queries_as_the_data_path_does():
+    from megatron_inserter.data.frames import num_audio_frames
+    from megatron_inserter.training.clip_stats import _window_frames
+
+    spec = resolve("desta2-llama3-8b-whisper-small").frame_spec()
+    samples = [160 * 3, 16000 * 3, 16000 * 30]
+    mels = [n // spec.hop_length for n in samples]
+    import numpy as np
+
+    planned = _window_frames(np.asarray(mels, dtype=np.int64), spec).tolist()
+    assert planned == [num_audio_frames(n, spec) for n in samples] == [spec.queries_per_window] * 3
