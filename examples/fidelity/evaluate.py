@@ -1,7 +1,7 @@
-"""Evaluate one arm's checkpoints (one process per arm: the model stack is initialized once).
+"""Evaluate the checkpoints of one or more runs in one process (the model stack is initialized once).
 
-    python examples/fidelity/evaluate.py --save-dir RUN/arms/b --heldout-shards RUN/shards/heldout \
-        --asr-manifest RUN/eval/asr.jsonl --probe RUN/eval/probe.jsonl --output RUN/eval/b.json
+    python examples/fidelity/evaluate.py --save-dir RUN/arms/a RUN/arms/b --output RUN/eval/a.json RUN/eval/b.json \
+        --heldout-shards RUN/shards/heldout --asr-manifest RUN/eval/asr.jsonl --probe RUN/eval/probe.jsonl
 
 Every checkpoint of ``--save-dir`` (``iter_XXXXXXX``) gets the held-out modality gap (``gap.py``); the last
 one also gets the ASR word error rate (``inserter eval asr``'s task with the pre-training layout: the clip,
@@ -14,6 +14,7 @@ import argparse
 import glob
 import json
 import os
+import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -96,43 +97,53 @@ def run_probe(loaded, probe_path: str, batch_size: int) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--save-dir", required=True)
+    p.add_argument("--save-dir", required=True, nargs="+")
     p.add_argument("--heldout-shards", required=True)
     p.add_argument("--asr-manifest", required=True)
     p.add_argument("--probe", required=True)
-    p.add_argument("--output", required=True)
+    p.add_argument("--output", required=True, nargs="+", help="one json file per --save-dir")
     p.add_argument("--max-targets", type=int, default=32)
     p.add_argument("--max-pairs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=8)
     a = p.parse_args()
 
+    if len(a.save_dir) != len(a.output):
+        raise SystemExit(f"evaluate: {len(a.save_dir)} --save-dir but {len(a.output)} --output")
+    docs = heldout_documents(a.heldout_shards)
+    state = {"initialized": False, "pairs": None}
+    for save_dir, output in zip(a.save_dir, a.output):
+        evaluate_run(save_dir, output, docs, a, state)
+    return 0
+
+
+def evaluate_run(save_dir: str, output: str, docs: list, a, state: dict) -> None:
     from megatron_inserter.files import write_json_atomic
     from megatron_inserter.inference.loading import load_for_inference
 
-    found = checkpoints(a.save_dir)
+    found = checkpoints(save_dir)
     if not found:
-        raise SystemExit(f"evaluate: no iter_XXXXXXX checkpoint in {a.save_dir}")
-    docs = heldout_documents(a.heldout_shards)
-    report: dict = {"save_dir": a.save_dir, "gap_by_step": []}
-    pairs = None
+        raise SystemExit(f"evaluate: no iter_XXXXXXX checkpoint in {save_dir}")
+    report: dict = {"save_dir": save_dir, "gap_by_step": []}
     for n, (iteration, path) in enumerate(found):
-        loaded = load_for_inference(path, initialize=n == 0)
-        if pairs is None:
+        loaded = load_for_inference(path, initialize=not state["initialized"])
+        state["initialized"] = True
+        if state["pairs"] is None:  # the same pairs for every run (one tokenizer)
             pairs = gap.pairs_from_documents(docs, loaded.tokenizer, loaded.config.frame_spec(), a.max_targets)
-            pairs = pairs[: a.max_pairs] if a.max_pairs else pairs
-            report["heldout"] = {"documents": len(docs), "pairs": len(pairs)}
+            state["pairs"] = pairs[: a.max_pairs] if a.max_pairs else pairs
+        pairs = state["pairs"]
+        report["heldout"] = {"documents": len(docs), "pairs": len(pairs)}
         g = gap.modality_gap(loaded.model, pairs, loaded.tokenizer.pad_id, a.batch_size)
         report["gap_by_step"].append({"iteration": iteration, "gap": g.gap, "spoken_loss": g.spoken_loss,
                                       "written_loss": g.written_loss, "targets": g.targets})
-        print(f"evaluate: {a.save_dir} iteration {iteration}: gap {g.gap:.4f} (spoken {g.spoken_loss:.4f}, "
+        print(f"evaluate: {save_dir} iteration {iteration}: gap {g.gap:.4f} (spoken {g.spoken_loss:.4f}, "
               f"written {g.written_loss:.4f}, {g.targets} targets)", file=sys.stderr, flush=True)
         if n == len(found) - 1:
             report["final"] = report["gap_by_step"][-1]
-            report["asr_wer"] = asr_wer(loaded, a.asr_manifest, os.path.join(os.path.dirname(a.output),
-                                        os.path.basename(a.output).rsplit(".", 1)[0] + "_asr"), a.batch_size)
+            asr_dir = os.path.join(os.path.dirname(output), os.path.basename(output).rsplit(".", 1)[0] + "_asr")
+            shutil.rmtree(asr_dir, ignore_errors=True)  # answers of an earlier checkpoint must not be resumed
+            report["asr_wer"] = asr_wer(loaded, a.asr_manifest, asr_dir, a.batch_size)
             report["probe"] = run_probe(loaded, a.probe, a.batch_size)
-    write_json_atomic(a.output, report)
-    return 0
+    write_json_atomic(output, report)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ class Scale:
 SCALES = {
     "smoke": Scale(corpus="demo", max_docs=None, doc_words=120, heldout_every=8, vocab_size=700, seq_length=128,
                    micro_batch_size=2, global_batch_size=2, pretrain_iters=4, arm_iters=4, save_every=2, lr=1e-3,
-                   probe_repeats=2, asr_clips=4, max_pairs=8),
+                   probe_repeats=2, asr_clips=4, max_pairs=8, synth_workers=1),
     "reduced": Scale(corpus="kjv", max_docs=800, doc_words=120, heldout_every=20, vocab_size=2000, seq_length=256,
                      micro_batch_size=8, global_batch_size=8, pretrain_iters=300, arm_iters=125, save_every=25,
                      lr=1e-3, probe_repeats=6, asr_clips=40, max_pairs=100),
@@ -276,16 +276,17 @@ class Experiment:
                  "--save-interval", str(self.scale.save_every))
         return {"checkpoint": save}
 
-    def evaluate(self, name: str, save_dir: str) -> dict:
-        out = self.path("eval", f"{name}.json")
-        cmd = [sys.executable, os.path.join(HERE, "evaluate.py"), "--save-dir", save_dir,
+    def evaluate(self, runs: dict[str, str]) -> dict:
+        """Every checkpoint of every run, in one process."""
+        outputs = [self.path("eval", f"{name}.json") for name in runs]
+        cmd = [sys.executable, os.path.join(HERE, "evaluate.py"), "--save-dir", *runs.values(), "--output", *outputs,
                "--heldout-shards", self.path("shards", "heldout"), "--asr-manifest", self.path("eval", "asr.jsonl"),
-               "--probe", self.path("eval", "probe.jsonl"), "--output", out]
+               "--probe", self.path("eval", "probe.jsonl")]
         if self.scale.max_pairs:
             cmd += ["--max-pairs", str(self.scale.max_pairs)]
         if subprocess.run(cmd, env=child_env(), check=False).returncode != 0:
-            raise DataError(f"evaluation of {save_dir} failed; its error is above")
-        return {"results": out}
+            raise DataError(f"evaluation of {', '.join(runs.values())} failed; its error is above")
+        return {"results": outputs}
 
     def run(self) -> dict:
         self.check_config()
@@ -295,12 +296,13 @@ class Experiment:
         info["tokenizer"] = self.stage("tokenizer", self.tokenizer)
         info["preprocess"] = self.stage("preprocess", self.preprocess)
         info["pretrain"] = self.stage("pretrain", self.pretrain)
-        self.stage("evaluate_pretrain", lambda: self.evaluate("pretrain", self.path("pretrain")))
         for name in self.flags.arms:
             if name not in ARMS:
                 raise UsageError(f"--arms: unknown arm {name!r}; choose from {', '.join(ARMS)}")
+        for name in self.flags.arms:
             self.stage(f"arm_{name}", lambda n=name: self.arm(n))
-            self.stage(f"evaluate_{name}", lambda n=name: self.evaluate(n, self.path("arms", n)))
+        runs = {"pretrain": self.path("pretrain"), **{n: self.path("arms", n) for n in self.flags.arms}}
+        self.stage("evaluate", lambda: self.evaluate(runs))
         import report
 
         results = report.collect(self.workdir, self.flags.arms, ARMS)
