@@ -86,6 +86,7 @@ def _zero_gap_with_the_trained_model(rank, world_size, workdir):
     return written.gap, spoken.gap, real.gap, real.targets, len(pairs)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_smoke_experiment_end_to_end(tmp_path):
     workdir = str(tmp_path / "fidelity")
