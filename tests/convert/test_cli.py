@@ -145,7 +145,7 @@ def test_export_of_a_truncated_shard_is_one_line(composed, tmp_path, capsys):
     out = tmp_path / "hf"
     assert main(["mcore-to-hf", "--load", damaged, "--output", str(out)]) == 1
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("inserter convert: error: "), lines
+    assert len(lines) == 1 and lines[0].startswith("inserter convert mcore-to-hf: error: "), lines
     assert os.path.join(damaged, "iter_0000000", "__0_0.distcp") in lines[0] and "truncated" in lines[0]
     assert not out.exists()
 
