@@ -26,10 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from megatron_inserter.data.document import ShardRecordError, from_members
 from megatron_inserter.data.indexed.audio_store import AudioDecodeError, decode_audio, int16_to_float
-from megatron_inserter.data.indexed.sources import SHARD_EXTENSIONS
-from megatron_inserter.data.indexed.sources import _grouped_members as grouped_members
+from megatron_inserter.data.indexed.sources import SHARD_EXTENSIONS, shard_documents
 from megatron_inserter.data.text_inputs import SkipReport
 from megatron_inserter.desta.measure import SAMPLE_RATE, measure
 from megatron_inserter.desta.seeds import Buckets, header_record, noise_label, seed_transcript
@@ -93,12 +91,7 @@ def encode_wav(audio: np.ndarray) -> bytes:
 
 def _segments(path: str, report: SkipReport):
     """(seed id, segment, document, encoded audio, index) of each speech segment of a shard."""
-    for key, members in grouped_members(path, report):
-        try:
-            doc, audio = from_members(members, shard=path)
-        except ShardRecordError as err:
-            report.add(err.reason, f"{path}: document {key!r}", err.what)
-            continue
+    for _, doc, audio in shard_documents(path, report):
         for n, seg in enumerate(doc.speech):
             yield f"{doc.key}-{n}", seg, doc, audio[seg.audio], n
 

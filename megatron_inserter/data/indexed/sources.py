@@ -185,13 +185,12 @@ def read_shard(path: str, skipped: Counter, report: SkipReport | None = None) ->
     ``empty_audio``); a truncated or corrupt tar keeps the documents read before the damage and counts
     ``shard_truncated``."""
     report = report or SkipReport(skipped, prog="inserter")
-    for key, members in _grouped_members(path, report):
+    for key, doc, audio in shard_documents(path, report):
         try:
-            doc, audio = from_members(members, shard=path)
             segments = [Segment(s.text, _decode(s, audio[s.audio], path, key)) if isinstance(s, SpeechSegment)
                         else Segment(s.text) for s in doc.segments]
-        except (ShardRecordError, SkipDocument) as e:
-            report.add(e.reason, f"{path}: document {key!r}", e.what if isinstance(e, ShardRecordError) else None)
+        except SkipDocument as e:
+            report.add(e.reason, f"{path}: document {key!r}")
             continue
         yield Document(doc.id, segments)
 
@@ -206,8 +205,9 @@ def _decode(seg: SpeechSegment, data: bytes, path: str, key: str) -> np.ndarray:
     return audio
 
 
-def _grouped_members(path: str, report: SkipReport) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """``(key, {member name: bytes})`` per document, in tar order."""
+def grouped_members(path: str, report: SkipReport) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """``(key, {member name: bytes})`` per document of a shard, in tar order. A tar that ends or breaks off
+    keeps the documents read before the damage and counts ``shard_truncated`` in ``report``."""
     key, members = None, {}
     try:
         with tarfile.open(path, "r|*") as tar:
@@ -231,11 +231,18 @@ def _grouped_members(path: str, report: SkipReport) -> Iterator[tuple[str, dict[
 
 def read_shard_texts(path: str, skipped: Counter) -> Iterator[str]:
     """The full text of each document of a shard (all segments joined), read from the JSON only."""
-    report = SkipReport(skipped, prog="inserter")
-    for key, members in _grouped_members(path, report):
+    for _, doc, _ in shard_documents(path, SkipReport(skipped, prog="inserter")):
+        yield doc.text
+
+
+def shard_documents(path: str, report: SkipReport):
+    """``(key, document, {member name: bytes})`` for each document of a shard that
+    ``data.document.from_members`` accepts; a malformed one is counted in ``report`` under its
+    ``ShardRecordError`` reason, and a damaged tar as ``grouped_members`` counts it."""
+    for key, members in grouped_members(path, report):
         try:
-            doc, _ = from_members(members, shard=path)
+            doc, audio = from_members(members, shard=path)
         except ShardRecordError as e:
             report.add(e.reason, f"{path}: document {key!r}", e.what)
             continue
-        yield doc.text
+        yield key, doc, audio
