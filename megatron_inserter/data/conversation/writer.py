@@ -18,7 +18,7 @@ what is wrong (the first ten printed on stderr as they occur).
 from __future__ import annotations
 
 import os
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -33,11 +33,11 @@ from megatron_inserter.data.conversation.messages import (
     parse_conversation,
 )
 from megatron_inserter.data.conversation.templates import build_template
-from megatron_inserter.data.frames import SAMPLE_RATE, FrameSpec
-from megatron_inserter.data.indexed.audio_store import AUDIO_DTYPE, AUDIO_SUFFIX
-from megatron_inserter.data.indexed.builder import CompactIndexedDatasetBuilder
-from megatron_inserter.data.indexed.index_format import bin_path, idx_path, optimal_token_dtype
+from megatron_inserter.data.frames import FrameSpec
+from megatron_inserter.data.indexed.audio_store import AUDIO_SUFFIX
+from megatron_inserter.data.indexed.index_format import optimal_token_dtype
 from megatron_inserter.data.indexed.sources import InputRange
+from megatron_inserter.data.indexed.writer import DatasetWriter
 from megatron_inserter.data.text_inputs import SkipReport
 
 SKIP_EXAMPLES = 5
@@ -91,22 +91,14 @@ class _Report(SkipReport):
             self.examples[reason].append(where)
 
 
-class ConversationWriter:
+class ConversationWriter(DatasetWriter):
     def __init__(self, prefix: str, tokenizer, options: ConversationOptions, add_bos: bool = True,
                  frame_spec: FrameSpec = DEFAULT_FRAMES) -> None:
-        self.prefixes = conversation_prefixes(prefix)
+        super().__init__(conversation_prefixes(prefix), optimal_token_dtype(tokenizer.vocab_size))
         self.options = options
         self.template = build_template(options.chat_template, tokenizer)
         self.encoder = ConversationEncoder(tokenizer, self.template, add_bos, frame_spec)
         self.frame_spec = frame_spec
-        self.token_dtype = optimal_token_dtype(tokenizer.vocab_size)
-        self.builders = {
-            "text": CompactIndexedDatasetBuilder(bin_path(self.prefixes["text"]), self.token_dtype, multimodal=True),
-            "audio": CompactIndexedDatasetBuilder(bin_path(self.prefixes["audio"]), AUDIO_DTYPE),
-        }
-        self.stats = Counter()
-        self.skipped = Counter()
-        self.skip_examples: dict[str, list[str]] = defaultdict(list)
         self.report = _Report(self.skipped, self.skip_examples)
 
     @property
@@ -149,18 +141,5 @@ class ConversationWriter:
         self.stats["speech_spans"] += len(enc.audio)
         return True
 
-    def add_partition(self, prefix: str) -> None:
-        """Append a finished partition (same layout) with ``add_index``."""
-        for role, p in conversation_prefixes(prefix).items():
-            self.builders[role].add_index(p)
-
-    def finalize(self) -> None:
-        for role, p in self.prefixes.items():
-            self.builders[role].finalize(idx_path(p))
-
-    def summary(self) -> dict:
-        s = dict(self.stats)
-        s["speech_hours"] = s.get("speech_samples", 0) / SAMPLE_RATE / 3600.0
-        s["skipped"] = dict(self.skipped)
-        s["skip_examples"] = {k: list(v) for k, v in self.skip_examples.items()}
-        return s
+    def partition_prefixes(self, prefix: str) -> dict[str, str]:
+        return conversation_prefixes(prefix)

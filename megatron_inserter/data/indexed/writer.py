@@ -43,22 +43,51 @@ def output_prefixes(prefix: str, with_audio: bool) -> dict[str, str]:
     return {"text": prefix, "audio": prefix + AUDIO_SUFFIX, "asr": prefix + ASR_SUFFIX}
 
 
-class InterleavedWriter:
-    def __init__(self, prefix: str, tokenizer, with_audio: bool, add_bos: bool = True) -> None:
-        self.prefixes = output_prefixes(prefix, with_audio)
-        self.tokenizer = tokenizer
-        self.with_audio = with_audio
-        self.token_dtype = optimal_token_dtype(tokenizer.vocab_size)
-        self.bos = [tokenizer.bos_id] if add_bos and tokenizer.bos_id is not None else []
-        self._markers = np.array(tokenizer.audio_special_ids, dtype=np.int64)
+class DatasetWriter:
+    """The builders of one output's datasets by role (``audio``: int16 PCM; every other role: tokens with a
+    mode byte per sequence), its counts and its skipped records; partitions, finalizing and the summary.
+    A subclass adds the documents and names its roles' prefixes (``partition_prefixes``)."""
+
+    def __init__(self, prefixes: dict[str, str], token_dtype) -> None:
+        self.prefixes = prefixes
+        self.token_dtype = token_dtype
         self.builders = {
-            role: CompactIndexedDatasetBuilder(bin_path(p), dtype=AUDIO_DTYPE if role == "audio" else self.token_dtype,
+            role: CompactIndexedDatasetBuilder(bin_path(p), dtype=AUDIO_DTYPE if role == "audio" else token_dtype,
                                                multimodal=role != "audio")
-            for role, p in self.prefixes.items()
+            for role, p in prefixes.items()
         }
         self.stats = Counter()
         self.skipped = Counter()
         self.skip_examples: dict[str, list[str]] = defaultdict(list)
+
+    def partition_prefixes(self, prefix: str) -> dict[str, str]:
+        """The prefixes, by role, of a partition written by a writer like this one."""
+        raise NotImplementedError
+
+    def add_partition(self, prefix: str) -> None:
+        """Append a finished partition (same layout) with ``add_index``."""
+        for role, p in self.partition_prefixes(prefix).items():
+            self.builders[role].add_index(p)
+
+    def finalize(self) -> None:
+        for role, p in self.prefixes.items():
+            self.builders[role].finalize(idx_path(p))
+
+    def summary(self) -> dict:
+        s = dict(self.stats)
+        s["speech_hours"] = s.get("speech_samples", 0) / SAMPLE_RATE / 3600.0
+        s["skipped"] = dict(self.skipped)
+        s["skip_examples"] = {k: list(v) for k, v in self.skip_examples.items()}
+        return s
+
+
+class InterleavedWriter(DatasetWriter):
+    def __init__(self, prefix: str, tokenizer, with_audio: bool, add_bos: bool = True) -> None:
+        super().__init__(output_prefixes(prefix, with_audio), optimal_token_dtype(tokenizer.vocab_size))
+        self.tokenizer = tokenizer
+        self.with_audio = with_audio
+        self.bos = [tokenizer.bos_id] if add_bos and tokenizer.bos_id is not None else []
+        self._markers = np.array(tokenizer.audio_special_ids, dtype=np.int64)
 
     def skip(self, reason: str, doc_id: str) -> None:
         self.skipped[reason] += 1
@@ -220,22 +249,8 @@ class InterleavedWriter:
             seqs.append(ids)
             modes.append(MODE_TEXT)
 
-    # --- partitions ----------------------------------------------------------------------------------
-    def add_partition(self, prefix: str) -> None:
-        """Append a finished partition (same layout) with ``add_index``."""
-        for role, p in output_prefixes(prefix, self.with_audio).items():
-            self.builders[role].add_index(p)
-
-    def finalize(self) -> None:
-        for role, p in self.prefixes.items():
-            self.builders[role].finalize(idx_path(p))
-
-    def summary(self) -> dict:
-        s = dict(self.stats)
-        s["speech_hours"] = s.get("speech_samples", 0) / SAMPLE_RATE / 3600.0
-        s["skipped"] = dict(self.skipped)
-        s["skip_examples"] = {k: list(v) for k, v in self.skip_examples.items()}
-        return s
+    def partition_prefixes(self, prefix: str) -> dict[str, str]:
+        return output_prefixes(prefix, self.with_audio)
 
 
 def dataset_files(prefix: str) -> tuple[str, str]:
