@@ -29,7 +29,13 @@ from megatron_inserter.runtime import device
 from megatron_inserter.training import checkpointing as ckpt
 from megatron_inserter.training import lifetime
 from megatron_inserter.training.arguments import TrainingArguments
-from megatron_inserter.training.data import BatchSource, GapMasks, blend_components, build_train_valid
+from megatron_inserter.training.data import (
+    BatchSource,
+    GapMasks,
+    blend_components,
+    build_train_valid,
+    keep_host_memory_flat,
+)
 from megatron_inserter.training.engine import add_loss_sums, eval_sums, reduce_loss_sums, train_step
 from megatron_inserter.training.flops import counts_encoder_flops, peak_tflops_per_device
 from megatron_inserter.training.losses import LM_LOSS, LossFunction
@@ -284,6 +290,7 @@ def train(args: TrainingArguments) -> TrainResult:
     check_load_dir(args)
     check_training_plan(args)  # refuses a run that would not fit in GPU memory (--no-plan-check)
     lifetime.install()  # loader workers and checkpoint writers die with this process
+    keep_host_memory_flat()
     run = build_run(args)
     trainer = Trainer(run)
     if args.load and not args.finetune:
