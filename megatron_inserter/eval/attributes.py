@@ -24,7 +24,7 @@ from pathlib import Path
 
 from megatron_inserter.errors import DataError, UsageError
 from megatron_inserter.eval.attribute_rows import TASKS, dataset_rows, seed_rows
-from megatron_inserter.eval.audio_qa import match_label, normalize_label
+from megatron_inserter.eval.audio_qa import accuracy, score_row
 from megatron_inserter.eval.judge import Judge, JudgeConfig, MalformedAnswer, collect_votes
 from megatron_inserter.eval.records import RecordLog, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from megatron_inserter.eval.responder import EvalRequest, SamplingParams
@@ -77,18 +77,10 @@ def score_labels(rows: list[dict]) -> dict[str, dict]:
         entry = per_task.setdefault(row["task"], {"correct": 0, "scored": 0, "unmatched": 0, "unanswered": 0,
                                                   "labels": list(row["candidate_labels"]), "label_counts": Counter()})
         entry["label_counts"][row["label"]] += 1
-        if not isinstance(row.get("response"), str):
-            entry["unanswered"] += 1
-            continue
-        predicted = match_label(row["response"], row["candidate_labels"])
-        row["predicted_label"] = predicted
-        row["correct"] = predicted is not None and normalize_label(predicted) == normalize_label(row["label"])
-        entry["scored"] += 1
-        entry["correct"] += row["correct"]
-        entry["unmatched"] += predicted is None
+        score_row(row, entry)
     for entry in per_task.values():
         total = sum(entry["label_counts"].values())
-        entry["accuracy"] = 100.0 * entry["correct"] / entry["scored"] if entry["scored"] else None
+        entry["accuracy"] = accuracy(entry)
         entry["chance"] = 100.0 / len(entry["labels"])
         entry["majority"] = 100.0 * max(entry["label_counts"].values()) / total
         entry["label_counts"] = dict(entry["label_counts"])

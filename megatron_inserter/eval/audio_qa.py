@@ -110,22 +110,34 @@ def load_manifest(path: Path, skips: Skips | None = None) -> tuple[list[dict], d
     return rows, {"rows": len(rows), "skipped": skipped, "first_skipped": first}
 
 
+def score_row(row: dict, entry: dict) -> None:
+    """Match one row's response against its ``candidate_labels``: sets the row's ``predicted_label`` and
+    ``correct`` and counts it in ``entry`` (``scored``, ``correct``, ``unmatched``; ``unanswered`` for a row
+    without a response)."""
+    if not isinstance(row.get("response"), str):
+        entry["unanswered"] += 1
+        return
+    predicted = match_label(row["response"], row["candidate_labels"])
+    row["predicted_label"] = predicted
+    row["correct"] = predicted is not None and normalize_label(predicted) == normalize_label(row["label"])
+    entry["scored"] += 1
+    entry["correct"] += row["correct"]
+    entry["unmatched"] += predicted is None
+
+
+def accuracy(entry: dict) -> float | None:
+    """Percent of the scored rows counted in ``entry`` that are correct (None when none was scored)."""
+    return 100.0 * entry["correct"] / entry["scored"] if entry["scored"] else None
+
+
 def score_audio_qa(rows: list[dict]) -> tuple[dict, dict]:
     per_task: dict[str, dict] = {}
     for row in rows:
-        entry = per_task.setdefault(row["task"], {"correct": 0, "scored": 0, "unmatched": 0, "unanswered": 0})
-        if not isinstance(row.get("response"), str):
-            entry["unanswered"] += 1
-            continue
-        predicted = match_label(row["response"], row["candidate_labels"])
-        row["predicted_label"] = predicted
-        row["correct"] = predicted is not None and normalize_label(predicted) == normalize_label(row["label"])
-        entry["scored"] += 1
-        entry["correct"] += row["correct"]
-        entry["unmatched"] += predicted is None
+        score_row(row, per_task.setdefault(row["task"], {"correct": 0, "scored": 0, "unmatched": 0,
+                                                         "unanswered": 0}))
     metrics = {}
     for task, entry in per_task.items():
-        entry["accuracy"] = 100.0 * entry["correct"] / entry["scored"] if entry["scored"] else None
+        entry["accuracy"] = accuracy(entry)
         if entry["accuracy"] is not None:
             metrics[f"{task}/accuracy"] = entry["accuracy"]
     scored = sum(e["scored"] for e in per_task.values())
