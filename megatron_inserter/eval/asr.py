@@ -20,12 +20,17 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from megatron_inserter.errors import DataError
-from megatron_inserter.eval.manifest import read_manifest, resolve_audio, unique_uids
+from megatron_inserter.eval.manifest import (
+    ManifestTask,
+    load_stats,
+    read_manifest,
+    resolve_audio,
+    unique_uids,
+)
 from megatron_inserter.eval.records import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from megatron_inserter.eval.responder import EvalRequest, Responder, SamplingParams
 from megatron_inserter.eval.skips import Skips
-from megatron_inserter.eval.task import EvalConfig, EvalTask, run
+from megatron_inserter.eval.task import EvalConfig, run
 from megatron_inserter.eval.text_norm import error_counts, normalize_chinese, normalize_english
 
 DEFAULT_PROMPTS = {"en": "Transcribe the speech into text.", "zh": "请将这段语音转写为文字。"}
@@ -70,23 +75,15 @@ def load_manifest(path: Path, config: AsrConfig, skips: Skips | None = None) -> 
         rows.append({**row, "uid": uid, "lang": row_language(row, config.language),
                      "audio": str(resolve_audio(row["audio_filepath"], path))})
     unique_uids(rows)
-    first = [f"{s.row}: {s.reason}" for s in skips if s.stage == "input"][:20]
-    return rows, {"rows": len(rows), "skipped": skipped, "first_skipped": first}
+    return rows, load_stats(rows, skipped, skips)
 
 
-class AsrTask(EvalTask):
+class AsrTask(ManifestTask):
     command, kind, stem = "asr", "asr", "asr_hypotheses"
     table = "asr_results.md"
 
-    def __init__(self, manifest: Path, config: AsrConfig):
-        super().__init__(config)
-        self.manifest = Path(manifest)
-
-    def load(self) -> list[dict]:
-        rows, self.load_stats = load_manifest(self.manifest, self.config, self.skips)
-        if not rows:
-            raise DataError(f"{self.manifest}: no usable rows ({'; '.join(self.load_stats['first_skipped'][:3])})")
-        return rows
+    def read(self) -> tuple[list[dict], dict]:
+        return load_manifest(self.manifest, self.config, self.skips)
 
     def request(self, row: dict) -> EvalRequest:
         return EvalRequest(text_prompt=self.config.prompts[row["lang"]], audio_path=row["audio"],

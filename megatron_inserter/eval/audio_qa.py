@@ -19,12 +19,17 @@ import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from megatron_inserter.errors import DataError
-from megatron_inserter.eval.manifest import read_manifest, resolve_audio, unique_uids
+from megatron_inserter.eval.manifest import (
+    ManifestTask,
+    load_stats,
+    read_manifest,
+    resolve_audio,
+    unique_uids,
+)
 from megatron_inserter.eval.records import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from megatron_inserter.eval.responder import EvalRequest, Responder, SamplingParams
 from megatron_inserter.eval.skips import Skips
-from megatron_inserter.eval.task import EvalConfig, EvalTask, run
+from megatron_inserter.eval.task import EvalConfig, run
 
 MATCHING_RULE = (
     "normalized exact match with the label; otherwise the unique candidate label found as a whole phrase "
@@ -106,8 +111,7 @@ def load_manifest(path: Path, skips: Skips | None = None) -> tuple[list[dict], d
     for row in rows:
         given = row.get("candidates")
         row["candidate_labels"] = list(given) if given else labels_by_task[row["task"]]
-    first = [f"{s.row}: {s.reason}" for s in skips if s.stage == "input"][:20]
-    return rows, {"rows": len(rows), "skipped": skipped, "first_skipped": first}
+    return rows, load_stats(rows, skipped, skips)
 
 
 def score_row(row: dict, entry: dict) -> None:
@@ -165,19 +169,12 @@ def markdown(metrics: dict, per_task: dict, name: str) -> str:
     return "\n".join(lines)
 
 
-class AudioQaTask(EvalTask):
+class AudioQaTask(ManifestTask):
     command, kind, stem = "audio-qa", "audio_qa", "audio_qa_responses"
     table = "audio_qa_results.md"
 
-    def __init__(self, manifest: Path, config: AudioQaConfig):
-        super().__init__(config)
-        self.manifest = Path(manifest)
-
-    def load(self) -> list[dict]:
-        rows, self.load_stats = load_manifest(self.manifest, self.skips)
-        if not rows:
-            raise DataError(f"{self.manifest}: no usable rows ({'; '.join(self.load_stats['first_skipped'][:3])})")
-        return rows
+    def read(self) -> tuple[list[dict], dict]:
+        return load_manifest(self.manifest, self.skips)
 
     def request(self, row: dict) -> EvalRequest:
         return EvalRequest(text_prompt=row["instruction"], audio_path=row["audio"],
