@@ -86,9 +86,7 @@ class AsrTask(ManifestTask):
         return load_manifest(self.manifest, self.config, self.skips)
 
     def request(self, row: dict) -> EvalRequest:
-        return EvalRequest(text_prompt=self.config.prompts[row["lang"]], audio_path=row["audio"],
-                           system_prompt=self.config.system_prompt, sampling=self.config.sampling,
-                           request_id=row["uid"])
+        return self.audio_request(row, self.config.prompts[row["lang"]])
 
     def score(self, rows: list[dict]) -> dict:
         metrics, details = score_asr(rows, self.config.nemo_cross_check)

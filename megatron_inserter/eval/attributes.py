@@ -198,9 +198,7 @@ class AttributesTask(EvalTask):
         return any(r["kind"] == "open" for r in rows)
 
     def request(self, row: dict) -> EvalRequest:
-        return EvalRequest(text_prompt=row["instruction"], audio_path=row["audio"],
-                           system_prompt=self.config.system_prompt, sampling=self.config.sampling,
-                           request_id=row["uid"])
+        return self.audio_request(row, row["instruction"])
 
     def score(self, rows: list[dict]) -> dict:
         config = self.config

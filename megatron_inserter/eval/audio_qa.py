@@ -177,9 +177,7 @@ class AudioQaTask(ManifestTask):
         return load_manifest(self.manifest, self.skips)
 
     def request(self, row: dict) -> EvalRequest:
-        return EvalRequest(text_prompt=row["instruction"], audio_path=row["audio"],
-                           system_prompt=self.config.system_prompt, sampling=self.config.sampling,
-                           request_id=row["uid"])
+        return self.audio_request(row, row["instruction"])
 
     def score(self, rows: list[dict]) -> dict:
         metrics, per_task = score_audio_qa(rows)

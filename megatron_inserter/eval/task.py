@@ -66,6 +66,12 @@ class EvalTask:
     def request(self, row: dict) -> EvalRequest | str:
         raise NotImplementedError
 
+    def audio_request(self, row: dict, text_prompt: str) -> EvalRequest:
+        """The request for a row's ``audio`` clip with ``text_prompt``, under the shared system prompt and
+        sampling."""
+        return EvalRequest(text_prompt=text_prompt, audio_path=row["audio"], system_prompt=self.config.system_prompt,
+                           sampling=self.config.sampling, request_id=self.uid(row))
+
     def score(self, rows: list[dict]) -> dict:
         raise NotImplementedError
 
