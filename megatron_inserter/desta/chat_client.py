@@ -21,8 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from megatron_inserter.errors import InserterError
-from megatron_inserter.eval.judge import chat_endpoint
-from megatron_inserter.eval.judge_http import DeadlineExceeded, Redactor, Url, post, proxy_for
+from megatron_inserter.eval.judge_http import ChatEndpoint, DeadlineExceeded, post
 from megatron_inserter.inference.requests import SamplingParams
 
 RETRYABLE_HTTP = frozenset({408, 409, 425, 429})
@@ -56,15 +55,14 @@ class ChatClient:
         if not model:
             raise ChatConfigError("--chat-model is required with --chat-url")
         try:
-            self._url = Url.parse(chat_endpoint(url))
+            self._endpoint = ChatEndpoint(url, api_key)
         except ValueError as err:
             raise ChatConfigError(f"--chat-url is not usable: {err}") from None
-        self._key = api_key or None
+        self._url = self._endpoint.url
         self.model = model
         self.settings = settings or ChatSettings()
         self.endpoint = self._url.display
-        proxy = proxy_for(self._url)
-        self._redact = Redactor([self._key, *self._url.secrets(), *(proxy.secrets() if proxy else [])])
+        self._redact = self._endpoint.redact
         self._sleep = sleep
 
     def __repr__(self) -> str:  # never the key
@@ -72,14 +70,6 @@ class ChatClient:
 
     def describe(self) -> dict:
         return {"kind": "http", "endpoint": self.endpoint, "model": self.model}
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self._key:
-            headers["Authorization"] = f"Bearer {self._key}"
-        elif self._url.basic_auth():
-            headers["Authorization"] = self._url.basic_auth()
-        return headers
 
     def complete(self, messages: list[dict], sampling: SamplingParams) -> str:
         """The assistant's reply to ``messages``; raises ``ChatFailed`` or ``ChatConfigError``."""
@@ -101,7 +91,7 @@ class ChatClient:
     def _once(self, data: bytes) -> str:
         url, s = self._url, self.settings
         try:
-            reply = post(url, data, self._headers(), time.monotonic() + s.timeout_s, MAX_REPLY_BYTES)
+            reply = post(url, data, self._endpoint.headers(), time.monotonic() + s.timeout_s, MAX_REPLY_BYTES)
         except DeadlineExceeded:
             raise _Retry(f"no complete reply from {url.display} within {s.timeout_s:g}s") from None
         except http.client.IncompleteRead as err:

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from megatron_inserter.errors import InserterError
 from megatron_inserter.eval import judge_http
-from megatron_inserter.eval.judge_http import DeadlineExceeded, Redactor, Url
+from megatron_inserter.eval.judge_http import ChatEndpoint, DeadlineExceeded
 from megatron_inserter.eval.responder import EvalRequest, Responder, SamplingParams
 
 JUDGE_URL_ENV = "INSERTER_JUDGE_URL"
@@ -82,29 +82,20 @@ class Judge(Protocol):
     def describe(self) -> dict: ...
 
 
-def chat_endpoint(url: str) -> str:
-    url = url.strip()
-    base, sep, query = url.partition("?")
-    base = base.rstrip("/")
-    base = base if base.endswith("/chat/completions") else base + "/chat/completions"
-    return base + sep + query
-
-
 class HttpChatJudge:
     def __init__(self, url: str, model: str, api_key: str | None = None):
         if not url or not model:
             raise JudgeFatalError(
                 f"an HTTP judge needs a URL and a model name (${JUDGE_URL_ENV}, ${JUDGE_MODEL_ENV})"
             )
-        self._api_key = api_key or None
         try:
-            self._url = Url.parse(chat_endpoint(url))
+            self._endpoint = ChatEndpoint(url, api_key)
         except ValueError as err:
             raise JudgeFatalError(f"${JUDGE_URL_ENV} is not usable: {err}") from None
+        self._url = self._endpoint.url
         self.endpoint = self._url.display
         self.model = model
-        proxy = judge_http.proxy_for(self._url)
-        self._redact = Redactor([self._api_key, *self._url.secrets(), *(proxy.secrets() if proxy else [])])
+        self._redact = self._endpoint.redact
 
     @classmethod
     def from_env(cls, environ: dict | None = None) -> HttpChatJudge:
@@ -123,14 +114,6 @@ class HttpChatJudge:
 
     def describe(self) -> dict:
         return {"kind": "http", "endpoint": self.endpoint, "model": self.model}
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        elif self._url.basic_auth():
-            headers["Authorization"] = self._url.basic_auth()
-        return headers
 
     def sample(self, prompt: str, config: JudgeConfig, n: int) -> list[str]:
         body = {
@@ -154,7 +137,7 @@ class HttpChatJudge:
         url = self._url
         for _ in range(MAX_REDIRECTS + 1):
             try:
-                reply = judge_http.post(url, body, self._headers(), deadline, MAX_REPLY_BYTES)
+                reply = judge_http.post(url, body, self._endpoint.headers(), deadline, MAX_REPLY_BYTES)
             except DeadlineExceeded:
                 raise JudgeTransientError(
                     f"no complete reply from {url.display} within --judge-timeout {config.timeout_s:g}s (timed out)"

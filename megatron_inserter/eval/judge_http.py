@@ -99,6 +99,15 @@ def same_origin(a: Url, b: Url) -> bool:
     return a.origin == b.origin
 
 
+def chat_endpoint(url: str) -> str:
+    """The ``/chat/completions`` address of an OpenAI-compatible server given by its base URL or by it."""
+    url = url.strip()
+    base, sep, query = url.partition("?")
+    base = base.rstrip("/")
+    base = base if base.endswith("/chat/completions") else base + "/chat/completions"
+    return base + sep + query
+
+
 class Redactor:
     """Replaces every secret (and its URL-quoted form) by ``***``; secrets shorter than 3 characters are
     not looked for (they would erase ordinary text)."""
@@ -114,6 +123,27 @@ class Redactor:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
         return text
+
+
+class ChatEndpoint:
+    """Where chat completions are asked for and with which credentials: ``url`` (the ``/chat/completions``
+    address, parsed; ``ValueError`` when it is not usable), the key sent as a bearer token or else the URL's
+    credentials as basic authentication, and ``redact``, which removes the key and every credential of the
+    URL and of its proxy from a text."""
+
+    def __init__(self, url: str, api_key: str | None = None):
+        self.url = Url.parse(chat_endpoint(url))
+        self._key = api_key or None
+        proxy = proxy_for(self.url)
+        self.redact = Redactor([self._key, *self.url.secrets(), *(proxy.secrets() if proxy else [])])
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self._key:
+            headers["Authorization"] = f"Bearer {self._key}"
+        elif self.url.basic_auth():
+            headers["Authorization"] = self.url.basic_auth()
+        return headers
 
 
 def time_left(deadline: float) -> float:
