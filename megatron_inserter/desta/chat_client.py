@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from megatron_inserter.errors import InserterError
-from megatron_inserter.eval.judge_http import ChatEndpoint, DeadlineExceeded, post
+from megatron_inserter.eval.judge_http import ChatEndpoint, DeadlineExceeded, backoff, post
 from megatron_inserter.inference.requests import SamplingParams
 
 RETRYABLE_HTTP = frozenset({408, 409, 425, 429})
@@ -81,7 +81,7 @@ class ChatClient:
         errors = []
         for attempt in range(self.settings.max_attempts):
             if attempt:
-                self._sleep(min(self.settings.max_backoff_s, self.settings.backoff_s * 2 ** (attempt - 1)))
+                self._sleep(backoff(attempt, self.settings.backoff_s, self.settings.max_backoff_s))
             try:
                 return self._once(data)
             except _Retry as err:

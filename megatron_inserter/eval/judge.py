@@ -253,7 +253,7 @@ def collect_votes(
         if need <= 0:
             break
         if attempt:
-            sleep(min(config.max_backoff_s, config.backoff_s * 2 ** (attempt - 1)))
+            sleep(judge_http.backoff(attempt, config.backoff_s, config.max_backoff_s))
         verdict.attempts += 1
         try:
             texts = judge.sample(prompt, config, need)

@@ -146,6 +146,12 @@ class ChatEndpoint:
         return headers
 
 
+def backoff(attempt: int, base_s: float, max_s: float) -> float:
+    """Seconds to wait before retry ``attempt`` (1 for the first retry): ``base_s`` doubled per retry, at
+    most ``max_s``."""
+    return min(max_s, base_s * 2 ** (attempt - 1))
+
+
 def time_left(deadline: float) -> float:
     left = deadline - time.monotonic()
     if left <= 0:
