@@ -34,7 +34,7 @@ from pathlib import Path
 from megatron_inserter.desta.prompts import DEFAULT_POOL, DEFAULT_SYSTEM_PROMPT, choose_prompt, user_text
 from megatron_inserter.desta.seeds import read_seeds
 from megatron_inserter.errors import DataError
-from megatron_inserter.eval.answers import PendingItem, answer_missing
+from megatron_inserter.eval.answers import PendingItem, answer_missing, is_answered
 from megatron_inserter.eval.records import RecordLog, dumps
 from megatron_inserter.eval.skips import Skips, printable
 from megatron_inserter.files import atomic_write
@@ -166,7 +166,7 @@ def answer(config: AnswerConfig, backend, backend_id: dict | None = None) -> Ans
                               sampling=config.sampling, request_id=row["id"])
         items.append(PendingItem(f"{row['id']}#{fp}", request, {"seed_id": row["id"], "prompt": prompt}))
     with RecordLog(log_path(Path(config.output))) as log:
-        todo = [it for it in items if not isinstance((log.get(it.uid) or {}).get("response"), str)]
+        todo = [it for it in items if not is_answered(log.get(it.uid))]
         result.reused = len(items) - len(todo)
         if hasattr(backend, "complete"):
             bar = _progress(len(todo)) if config.progress and todo else None
@@ -182,9 +182,9 @@ def answer(config: AnswerConfig, backend, backend_id: dict | None = None) -> Ans
         records = {it.uid: log.get(it.uid) for it in items}
     conversations = []
     for row, item in zip(rows, items):
-        answer_text = (records[item.uid] or {}).get("response")
-        if not isinstance(answer_text, str):
+        if not is_answered(records[item.uid]):
             continue
+        answer_text = records[item.uid]["response"]
         if not answer_text.strip():
             result.empty += 1
             result.skips.add("generation", row["id"], "the LLM answered with nothing")
