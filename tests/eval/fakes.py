@@ -168,7 +168,26 @@ def bench_judge_reply(prompt: str) -> str:
     return '["YES"]'
 
 
-class FakeChatServer:
+class _LocalServer:
+    """An HTTP server on 127.0.0.1 (a free port, ``root``; ``url``: its ``/v1``) serving in a thread while
+    entered."""
+
+    def _serve(self, handler_class) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler_class)
+        self.root = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.url = self.root + "/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class FakeChatServer(_LocalServer):
     """Answers with ``reply(prompt)``, or plays back ``script``, one item per request:
     ("ok", [texts]), ("status", code), ("garbage",) or ("sleep", seconds)."""
 
@@ -206,30 +225,14 @@ class FakeChatServer:
                     self.end_headers()
                     self.wfile.write(b'{"error": "boom"}')
                     return
-                payload = (
-                    b"<html>not json"
-                    if action[0] == "garbage"
-                    else json.dumps(
-                        {"choices": [{"message": {"role": "assistant", "content": t}} for t in action[1]]}
-                    ).encode()
-                )
+                payload = b"<html>not json" if action[0] == "garbage" else chat_completion(action[1])
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serve(Handler)
 
 
 class ChatTokenizer:
@@ -244,7 +247,7 @@ def chat_completion(texts) -> bytes:
     return json.dumps({"choices": [{"message": {"role": "assistant", "content": t}} for t in texts]}).encode()
 
 
-class ScriptedServer:
+class ScriptedServer(_LocalServer):
     """An HTTP server on 127.0.0.1 that records every request (any method) and lets ``handle(handler,
     request, count)`` write the reply by hand (``handler.wfile``), including broken ones."""
 
@@ -269,18 +272,7 @@ class ScriptedServer:
 
             do_GET = do_POST = do_PUT = do_HEAD = _any
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.root = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.url = self.root + "/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serve(Handler)
 
 
 def reply(handler, status=200, body=b"", headers=()):
