@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -34,6 +35,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 TASKS = "gender,accent,language,pitch,speed,volume,noise"
+# Attribute answers decoded greedily, and sampled as `desta answer` samples (a tiny model's greedy answer is
+# often empty).
+DECODING = {"greedy": [], "sampled": ["--temperature", "0.8", "--top-p", "0.95", "--seed", "1234"]}
 
 
 def inserter(*args: str) -> list[str]:
@@ -80,7 +84,12 @@ class Steps:
 
 
 def _env() -> dict:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    """Offline, and a free rendezvous port per step (steps may run side by side, see --only)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -156,21 +165,26 @@ def attribute_table(folder: Path) -> dict:
             for task, e in results["details"]["labels"].items()}
 
 
+def _acc(entry: dict) -> str:
+    return "–" if entry.get("accuracy") is None else f"{entry['accuracy']:.1f}"
+
+
 def markdown(summary: dict) -> str:
     lines = ["# DeSTA2 tiny end to end (CPU)", "", "| step | wall time (s) |", "|---|---|"]
     lines += [f"| {name} | {seconds} |" for name, seconds in summary["wall_s"].items()]
-    lines += ["", "```", json.dumps(summary["counts"], indent=1), "```", "",
-              "| task | chance (%) | majority (%) | base acc (%) | base unmatched | aligned acc (%) | aligned unmatched |",
-              "|---|---|---|---|---|---|---|"]
-    base, aligned = summary["attributes"]["base"], summary["attributes"]["aligned"]
-    for task in sorted(set(base) | set(aligned)):
-        b, a = base.get(task, {}), aligned.get(task, {})
-        ref = b or a
-
-        def acc(e):
-            return "–" if e.get("accuracy") is None else f"{e['accuracy']:.1f}"
-        lines.append(f"| {task} | {ref['chance']:.1f} | {ref['majority']:.1f} | {acc(b)} | {b.get('unmatched', '–')}/"
-                     f"{b.get('scored', '–')} | {acc(a)} | {a.get('unmatched', '–')}/{a.get('scored', '–')} |")
+    lines += ["", "```", json.dumps(summary["counts"], indent=1, ensure_ascii=False), "```"]
+    for decoding in DECODING:
+        suffix = "" if decoding == "greedy" else f"_{decoding}"
+        base, aligned = summary["attributes"]["base" + suffix], summary["attributes"]["aligned" + suffix]
+        lines += ["", f"Decoding: {decoding}", "",
+                  "| task | chance (%) | majority (%) | base acc (%) | base unmatched | aligned acc (%) | "
+                  "aligned unmatched |", "|---|---|---|---|---|---|---|"]
+        for task in sorted(set(base) | set(aligned)):
+            b, a = base.get(task, {}), aligned.get(task, {})
+            ref = b or a
+            lines.append(f"| {task} | {ref['chance']:.1f} | {ref['majority']:.1f} | {_acc(b)} | "
+                         f"{b.get('unmatched', '–')}/{b.get('scored', '–')} | {_acc(a)} | "
+                         f"{a.get('unmatched', '–')}/{a.get('scored', '–')} |")
     lines += ["", "| part | tensors | bitwise equal | max abs diff |", "|---|---|---|---|"]
     for part, e in summary["weights"].items():
         lines.append(f"| {part} | {e['tensors']} | {e['bitwise_equal']} | {e['max_abs_diff']:.3g} |")
@@ -235,11 +249,13 @@ def main(argv: list[str] | None = None) -> int:
                                         "--workers", "2", "--no-progress"),
               held / "seeds.jsonl")
     for name, load in (("base", demo / "train"), ("aligned", desta / "train")):
-        steps.run(f"eval_{name}", inserter("eval", "attributes", "--seeds", str(held / "seeds.jsonl"), "--load",
-                                           str(load), "--output", str(evals / name), "--name", name, "--tasks",
-                                           TASKS, "--max-per-task", str(args.max_per_task), "--max-new-tokens",
-                                           "16", *batch, "--no-progress"),
-                  evals / name / "attributes_results.json")
+        for decoding, flags in DECODING.items():
+            run = name if decoding == "greedy" else f"{name}_{decoding}"
+            steps.run(f"eval_{run}", inserter("eval", "attributes", "--seeds", str(held / "seeds.jsonl"), "--load",
+                                              str(load), "--output", str(evals / run), "--name", run, "--tasks",
+                                              TASKS, "--max-per-task", str(args.max_per_task), "--max-new-tokens",
+                                              "16", *flags, *batch, "--no-progress"),
+                      evals / run / "attributes_results.json")
 
     if only is not None:
         return 0
@@ -256,11 +272,12 @@ def main(argv: list[str] | None = None) -> int:
             "conversations": len(conversations),
             "answer_words_mean": round(sum(len(a.split()) for a in answers) / max(1, len(answers)), 1),
             "answer_examples": answers[:3],
-            "preprocess": steps.last_line("preprocess", "conversation"),
+            "preprocess": steps.last_line("preprocess", "\"assistant_tokens\""),
             "training_loss": losses(desta / "train" / "logs" / "metrics.jsonl"),
             "heldout_seeds": seed_counts(held / "seeds.jsonl"),
         },
-        "attributes": {"base": attribute_table(evals / "base"), "aligned": attribute_table(evals / "aligned")},
+        "attributes": {run: attribute_table(evals / run) for run in ("base", "aligned", "base_sampled",
+                                                                     "aligned_sampled")},
         "weights": weights,
     }
     (work / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
