@@ -26,6 +26,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import tarfile
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from megatron_inserter.errors import DataError
@@ -271,3 +274,29 @@ def from_members(members: dict[str, bytes], shard: str = "") -> tuple[ShardDocum
         fail("bad_json", f"two speech segments share one audio member ({names})")
     doc = ShardDocument(doc_id, tuple(segments), lang=meta.get("lang"), source=meta.get("source"))
     return doc, {n: audio[n] for n in names}
+
+
+def tar_documents(path: str, on_damage: Callable[[str | None, BaseException], None] | None = None
+                  ) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """``(key, {member name: bytes})`` per document of a shard, in tar order (members of one document are
+    adjacent). A tar that ends or breaks off keeps the documents read before the damage and calls
+    ``on_damage(last key, error)``."""
+    key, members = None, {}
+    try:
+        with tarfile.open(path, "r|*") as tar:
+            for info in tar:
+                if not info.isfile():
+                    continue
+                k, _ = split_member_name(info.name)
+                if k != key and key is not None:
+                    yield key, members
+                    members = {}
+                key = k
+                f = tar.extractfile(info)
+                members[info.name] = f.read() if f is not None else b""
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        if on_damage is not None:
+            on_damage(key, e)
+        return
+    if key is not None:
+        yield key, members

@@ -15,8 +15,6 @@ from __future__ import annotations
 import glob
 import itertools
 import os
-import tarfile
-import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from megatron_inserter.data import text_inputs
-from megatron_inserter.data.document import ShardRecordError, SpeechSegment, from_members, split_member_name
+from megatron_inserter.data.document import ShardRecordError, SpeechSegment, from_members, tar_documents
 from megatron_inserter.data.indexed.audio_store import AudioDecodeError, decode_audio
 from megatron_inserter.data.text_inputs import SkipReport
 from megatron_inserter.errors import DataError
@@ -206,27 +204,13 @@ def _decode(seg: SpeechSegment, data: bytes, path: str, key: str) -> np.ndarray:
 
 
 def grouped_members(path: str, report: SkipReport) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """``(key, {member name: bytes})`` per document of a shard, in tar order. A tar that ends or breaks off
-    keeps the documents read before the damage and counts ``shard_truncated`` in ``report``."""
-    key, members = None, {}
-    try:
-        with tarfile.open(path, "r|*") as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                k, _ = split_member_name(info.name)
-                if k != key and key is not None:
-                    yield key, members
-                    members = {}
-                key = k
-                f = tar.extractfile(info)
-                members[info.name] = f.read() if f is not None else b""
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+    """``(key, {member name: bytes})`` per document of a shard (``document.tar_documents``); a tar that ends
+    or breaks off counts ``shard_truncated`` in ``report``."""
+    def damaged(key, e):
         report.add("shard_truncated", path, f"the tar ends or breaks after {key!r} ({e}); the documents before "
                                             "it are used")
-        return
-    if key is not None:
-        yield key, members
+
+    yield from tar_documents(path, damaged)
 
 
 def read_shard_texts(path: str, skipped: Counter) -> Iterator[str]:

@@ -22,7 +22,7 @@ import tarfile
 
 import numpy as np
 
-from megatron_inserter.data.document import ShardDocument, to_members
+from megatron_inserter.data.document import ShardDocument, tar_documents, to_members
 from megatron_inserter.data.synth.tts.base import SAMPLE_RATE
 from megatron_inserter.errors import DataError, UsageError
 from megatron_inserter.files import publish, temporary_path, write_json_atomic
@@ -91,31 +91,13 @@ class ShardWriter:
 
 
 def iter_shard_members(path: str, damaged: list | None = None):
-    """``(key, {member name: bytes})`` per document of a shard, in tar order. A tar that breaks off keeps the
-    documents read before the damage; what went wrong is appended to ``damaged``."""
-    import zlib
-
-    from megatron_inserter.data.document import split_member_name
-
-    key, members = None, {}
-    try:
-        with tarfile.open(path, "r|*") as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                k, _ = split_member_name(info.name)
-                if k != key and key is not None:
-                    yield key, members
-                    members = {}
-                key = k
-                f = tar.extractfile(info)
-                members[info.name] = f.read() if f is not None else b""
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+    """``(key, {member name: bytes})`` per document of a shard (``document.tar_documents``); what went wrong
+    with a tar that breaks off is appended to ``damaged``."""
+    def note(key, e):
         if damaged is not None:
             damaged.append(f"{path}: the tar breaks after document {key!r} ({e}); the documents before it are used")
-        return
-    if key is not None:
-        yield key, members
+
+    yield from tar_documents(path, note)
 
 
 def manifest_path(output_dir: str, stem: str) -> str:
