@@ -16,6 +16,7 @@ The packages, in the order a document travels through them:
   flags.py     the one flag pattern (dataclass fields -> argparse) and the one error path
   errors.py    ``InserterError`` and its kinds: ``UsageError`` (bad flags), ``DataError`` (bad input)
   files.py     the one atomic write (temporary name with the pid, fsync, rename)
+  lifetime.py  helper processes (pool workers, loader workers, checkpoint writers) die with their parent
 
 How one document becomes a loss, file by file: README.md, "How a document becomes a loss", and
 tests/test_sample_journey.py, which runs that path and checks every step.

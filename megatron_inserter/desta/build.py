@@ -147,7 +147,7 @@ def _start_workers(n: int):
         return None
     import multiprocessing as mp
 
-    from megatron_inserter.training.lifetime import die_with_parent
+    from megatron_inserter.lifetime import die_with_parent
 
     return mp.get_context("spawn").Pool(n, initializer=die_with_parent, initargs=(os.getpid(),))
 

@@ -17,7 +17,6 @@
                     headline numbers of a finished run
   checkpointing.py  dist checkpoints published atomically; ``rng_state.py`` every generator for exact
                     resumption; ``safe_load.py`` loading that runs no code from a checkpoint
-  lifetime.py       helper processes die with the run
 
 ``inserter plan`` (will a run fit, how long will it take): ``plan_cli.py`` the command, ``plan.py`` the
 plan, ``memory_model.py`` bytes per GPU, ``clip_stats.py`` speech per sample, ``flops.py`` peak FLOP/s

@@ -31,6 +31,7 @@ from functools import partial
 import torch
 from megatron.core import parallel_state as ps
 
+from megatron_inserter import lifetime
 from megatron_inserter.data.indexed import (
     PretrainingBatchSampler,
     build_datasets,
@@ -39,7 +40,6 @@ from megatron_inserter.data.indexed import (
     parse_blend,
 )
 from megatron_inserter.data.indexed.dataset import separate_documents
-from megatron_inserter.training import lifetime
 from megatron_inserter.training.arguments import TrainingArguments
 from megatron_inserter.training.broadcast import broadcast_batch
 from megatron_inserter.training.flag_checks import RunLayout

@@ -22,12 +22,12 @@ import torch
 import torch.distributed as dist
 from megatron.core.optimizer_param_scheduler import get_canonical_lr_for_logging
 
+from megatron_inserter import lifetime
 from megatron_inserter.files import write_json_atomic
 from megatron_inserter.models import config_file
 from megatron_inserter.models.context_parallel import slice_for_cp
 from megatron_inserter.runtime import device
 from megatron_inserter.training import checkpointing as ckpt
-from megatron_inserter.training import lifetime
 from megatron_inserter.training.arguments import TrainingArguments
 from megatron_inserter.training.data import (
     BatchSource,

@@ -26,9 +26,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-import signal
 import sys
-import threading
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -60,6 +58,7 @@ from megatron_inserter.data.indexed.writer import (
 from megatron_inserter.data.tokenizers import build_tokenizer
 from megatron_inserter.errors import UsageError
 from megatron_inserter.files import publish, write_json_atomic
+from megatron_inserter.lifetime import die_with_parent
 
 _BATCH_DOCUMENTS = 256  # documents tokenized and written per call (and between progress reports)
 LAYOUT = 2  # stored-data layout (2: BOS, smallest token dtype); partitions of another layout are not reused
@@ -102,28 +101,6 @@ def _init_worker(queue, parent_pid: int | None = None) -> None:
     _progress_queue = queue
     if parent_pid is not None:
         die_with_parent(parent_pid)
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Make this (forked) process die when ``parent_pid`` does: ``PR_SET_PDEATHSIG`` on Linux, otherwise
-    a daemon thread polling the parent pid. Exits at once if the parent is already gone."""
-    armed = False
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            armed = ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0) == 0  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            armed = False
-    if os.getppid() != parent_pid:  # the parent died before the signal was armed
-        os._exit(1)
-    if not armed:
-        def watch() -> None:
-            while os.getppid() == parent_pid:
-                time.sleep(0.5)
-            os._exit(1)
-
-        threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
 def _documents(task: PartitionTask, r: InputRange, skipped: Counter):

@@ -1,7 +1,8 @@
-"""Helper processes die with the training process: a run killed with SIGKILL leaves no orphans behind.
+"""Helper processes die with the process that started them: a run killed with SIGKILL leaves no orphans.
 
-    install()                              # at start: every later fork of this process dies with it
-    checkpoint_writers_die_with_parent()   # before the first checkpoint save
+    Pool(n, initializer=die_with_parent, initargs=(os.getpid(),))   # preprocess, desta build workers
+    install()                              # training: every later fork of this process dies with it
+    checkpoint_writers_die_with_parent()   # training: before the first checkpoint save
 
 A training process starts three kinds of helpers: data-loader workers and megatron-core's checkpoint
 writers (forked), and the process that serves megatron-core's checkpoint-result queue (spawned, a
