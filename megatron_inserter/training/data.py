@@ -17,7 +17,10 @@ reads exactly the micro-batches the uninterrupted run would have read.
 Freed is not enough for a flat peak RSS: glibc raises its mmap threshold to the size of every large block
 freed (up to 32 MiB), after which batches of clips of every length and their activations come from the
 heap, which fragments and grows micro-batch after micro-batch (2.2x the RSS at 256 micro-batches than at
-8, measured on CPU). ``keep_host_memory_flat`` fixes the threshold, as ``MALLOC_MMAP_THRESHOLD_`` would.
+8, measured on CPU). ``keep_host_memory_flat`` fixes the threshold, as ``MALLOC_MMAP_THRESHOLD_`` would; the
+trainer applies it on CUDA, where host memory holds only batches. On CPU the activations are host memory
+too and an mmap per large block costs 2.4x the step time: set ``MALLOC_MMAP_THRESHOLD_=131072`` to trade
+that time for a flat RSS (the CPU memory benchmark does).
 """
 
 from __future__ import annotations

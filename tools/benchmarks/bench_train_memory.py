@@ -71,8 +71,9 @@ print(json.dumps(out))
 
 def measure(tree: str, workdir: str, seq: int, gbs: int, cuda: bool = False, workers: int | None = None,
             iters: int = 1) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="2", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0",
-               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    # The fixed glibc mmap threshold the trainer applies on CUDA; on CPU it is opted into by this variable.
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", OMP_NUM_THREADS="2", RANK="0", WORLD_SIZE="1",
+               LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (tree, os.environ.get("PYTHONPATH")) if p)
     if not cuda:
         env["CUDA_VISIBLE_DEVICES"] = ""
