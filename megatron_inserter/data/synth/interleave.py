@@ -16,7 +16,7 @@ cap, so a binding cap wastes little synthesis; which spans were synthesized neve
 Everything random is keyed on (seed, input file, document id[, span index]): the spans, the order, the
 first voice of each span (per span or per document, ``speaker_policy``), the further voices of a retried
 span, the speed sent to servers and the noise (``noise.py``). ``DocumentJob`` holds one document's state;
-``schedule.py`` runs many at once; ``build_sample`` runs one.
+``schedule.py`` runs many at once (``Scheduler``) or one (``build_sample``).
 """
 
 from __future__ import annotations
@@ -297,16 +297,3 @@ class DocumentJob:
         shard_doc = ShardDocument(doc.id, tuple(segments), lang=doc.lang, source=doc.source)
         return Sample(shard_doc, members), None, stats
 
-
-def build_sample(doc: Document, cfg: SynthConfig, backend: TTSBackend, transcriber=None
-                 ) -> tuple[Sample | None, str | None, SynthStats]:
-    """One document, start to end, with its spans synthesized in the calling thread's order."""
-    from megatron_inserter.data.synth.schedule import Scheduler
-
-    scheduler = Scheduler(backend, transcriber)
-    try:
-        ((_, result),) = list(scheduler.run([(None, DocumentJob(doc, cfg, backend, check=transcriber is not None))]))
-    finally:
-        scheduler.close()
-    result[2].tts_seconds += scheduler.tts_seconds
-    return result

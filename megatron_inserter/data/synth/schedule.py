@@ -21,7 +21,10 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
-from megatron_inserter.data.synth.interleave import DocumentJob
+from megatron_inserter.data.synth.config import SynthConfig
+from megatron_inserter.data.synth.corpus import Document
+from megatron_inserter.data.synth.interleave import DocumentJob, Sample
+from megatron_inserter.data.synth.stats import SynthStats
 from megatron_inserter.data.synth.tts.base import TTSBackend, TTSError
 from megatron_inserter.errors import InserterError
 
@@ -168,3 +171,15 @@ class Scheduler:
         self.tts.close()
         if self.asr is not None:
             self.asr.close()
+
+
+def build_sample(doc: Document, cfg: SynthConfig, backend: TTSBackend, transcriber=None
+                 ) -> tuple[Sample | None, str | None, SynthStats]:
+    """One document, start to end, with its spans synthesized in the calling thread's order."""
+    scheduler = Scheduler(backend, transcriber)
+    try:
+        ((_, result),) = list(scheduler.run([(None, DocumentJob(doc, cfg, backend, check=transcriber is not None))]))
+    finally:
+        scheduler.close()
+    result[2].tts_seconds += scheduler.tts_seconds
+    return result

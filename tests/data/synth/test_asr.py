@@ -12,7 +12,7 @@ from megatron_inserter.data.synth.asr import asr_kind
 from megatron_inserter.data.synth.asr.base import round_trip_error
 from megatron_inserter.data.synth.asr.openai import OpenAITranscriber, multipart, reply_text
 from megatron_inserter.data.synth.config import SynthConfig
-from megatron_inserter.data.synth.interleave import build_sample
+from megatron_inserter.data.synth.schedule import build_sample
 from megatron_inserter.data.synth.servers import ServerPool
 from megatron_inserter.data.synth.tts.openai import OpenAIBackend, OpenAIConfig
 from megatron_inserter.data.synth.voices import parse_voice_lines

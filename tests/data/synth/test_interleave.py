@@ -10,7 +10,7 @@ import pytest
 from megatron_inserter.data.document import SpeechSegment, TextSegment, from_members, to_members
 from megatron_inserter.data.synth.config import SynthConfig
 from megatron_inserter.data.synth.corpus import Document, parse_document
-from megatron_inserter.data.synth.interleave import build_sample
+from megatron_inserter.data.synth.schedule import build_sample
 from megatron_inserter.data.synth.tts.base import SAMPLE_RATE, TTSBackend
 
 TEXT = " ".join(f"Sentence {i} has some plain words in it for the test." for i in range(30))

@@ -8,8 +8,8 @@ import pytest
 import soundfile as sf
 
 from megatron_inserter.data.synth.config import SynthConfig
-from megatron_inserter.data.synth.interleave import build_sample
 from megatron_inserter.data.synth.noise import NOISE_TYPES, coloured_noise, measured_snr_db, mix_at_snr
+from megatron_inserter.data.synth.schedule import build_sample
 from tests.data.synth.test_interleave import TEXT, FakeBackend, _doc
 from tests.data.synth.test_placement import WordsBackend
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from megatron_inserter.data.synth.config import SynthConfig
 from megatron_inserter.data.synth.corpus import Document
-from megatron_inserter.data.synth.interleave import build_sample
+from megatron_inserter.data.synth.schedule import build_sample
 from megatron_inserter.data.synth.spans import SpanConfig, document_rngs, select_spans, split_words
 from megatron_inserter.data.synth.tts.base import SAMPLE_RATE, TTSBackend
 
