@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "preprocess": ("megatron_inserter.data.indexed.preprocess_cli", "shards/jsonl -> Megatron indexed datasets"),
     "train": ("megatron_inserter.training.cli", "pre-train (torchrun or srun)"),
     "plan": ("megatron_inserter.training.plan_cli", "will a training run fit in GPU memory, how long will it take"),
-    "demo": ("megatron_inserter.demo", "end-to-end CPU demo: synth -> preprocess -> train -> generate"),
+    "demo": ("megatron_inserter.demo.cli", "end-to-end CPU demo: synth -> preprocess -> train -> generate"),
     "convert": ("megatron_inserter.convert.cli", "Hugging Face <-> megatron-inserter checkpoints"),
     "generate": ("megatron_inserter.inference.cli", "generate from a speech+text prompt"),
     "eval": ("megatron_inserter.eval.cli", "SpeechInstructBench, ASR WER, audio QA, compare results"),

@@ -18,12 +18,3 @@ stages, and an interrupted training resumes from its last checkpoint):
 Modules in reading order: ``cli`` (the command), ``stages`` (configuration and stages), ``continuation``
 (a spoken prompt from the shards and the model's text continuation of it), ``report`` (the summary).
 """
-
-from __future__ import annotations
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``inserter demo`` (see ``megatron_inserter.demo.cli``)."""
-    from megatron_inserter.demo.cli import main as demo_main
-
-    return demo_main(argv)
